@@ -1,0 +1,445 @@
+// Package api serves custos's REST API. Every route but the health checks
+// authenticates a bearer token, and every tenant route goes through one
+// authorization step (tenantRoute) so that no handler can forget scoping.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/custos-audit/custos/audit"
+	"github.com/custos-audit/custos/auth"
+	"github.com/custos-audit/custos/ingest"
+	"github.com/custos-audit/custos/store"
+)
+
+// Reader is the read side of the store the API serves.
+type Reader interface {
+	Records(ctx context.Context, tenant string, q store.Query, fn func(*audit.Record) error) error
+	Count(ctx context.Context, tenant string, q store.Query) (int64, error)
+}
+
+// Config wires the API to the rest of custos.
+type Config struct {
+	Registry *auth.Registry
+	Ingest   *ingest.Service
+	Reader   Reader
+	Ready    func() error  // nil error when the server can take writes
+	Metrics  http.Handler  // Prometheus exposition
+	Logger   *slog.Logger
+}
+
+// Server is the HTTP API.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+	mux *http.ServeMux
+}
+
+// New builds the API's routes.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	m := s.mux
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
+	m.HandleFunc("GET /readyz", s.readyz)
+	m.Handle("GET /metrics", s.authed(s.metrics))
+
+	m.Handle("POST /api/v1/tenants", s.authed(s.createTenant))
+	m.Handle("GET /api/v1/tenants", s.authed(s.listTenants))
+	m.Handle("GET /api/v1/tenants/{tenant}", s.tenantRoute(auth.RoleRead, s.getTenant, auth.RoleIngest))
+	m.Handle("POST /api/v1/tenants/{tenant}/records", s.tenantRoute(auth.RoleIngest, s.ingestRecords))
+	m.Handle("GET /api/v1/tenants/{tenant}/records", s.tenantRoute(auth.RoleRead, s.listRecords))
+
+	m.Handle("POST /api/v1/tokens", s.authed(s.createToken))
+	m.Handle("GET /api/v1/tokens", s.authed(s.listTokens))
+	m.Handle("DELETE /api/v1/tokens/{id}", s.authed(s.revokeToken))
+
+	m.Handle("/", s.authed(func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+		writeError(w, http.StatusNotFound, "no such route: "+r.Method+" "+r.URL.Path)
+	}))
+	return s
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+type handler func(w http.ResponseWriter, r *http.Request, p auth.Principal)
+
+// authed requires a valid token before h runs.
+func (s *Server) authed(h handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := bearer(r)
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="custos"`)
+			writeError(w, http.StatusUnauthorized, "missing bearer token (Authorization: Bearer <token>)")
+			return
+		}
+		p, err := s.cfg.Registry.Authenticate(tok)
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="custos", error="invalid_token"`)
+			writeError(w, http.StatusUnauthorized, "invalid token: unknown, revoked or expired")
+			return
+		}
+		h(w, r, p)
+	})
+}
+
+// tenantRoute authorizes p for the {tenant} in the path with role need (or
+// any of also) and checks that the tenant exists. A token scoped to another
+// tenant gets the same 404 as a missing tenant.
+func (s *Server) tenantRoute(need auth.Role, h handler, also ...auth.Role) http.Handler {
+	return s.authed(func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+		tenant := r.PathValue("tenant")
+		err := p.Authorize(tenant, need)
+		for _, alt := range also {
+			if errors.Is(err, auth.ErrForbidden) {
+				err = p.Authorize(tenant, alt)
+			}
+		}
+		switch {
+		case errors.Is(err, auth.ErrNotFound):
+			writeError(w, http.StatusNotFound, fmt.Sprintf("tenant %q not found", tenant))
+			return
+		case errors.Is(err, auth.ErrForbidden):
+			writeError(w, http.StatusForbidden, fmt.Sprintf("this token's role (%s) cannot do this; it needs %s", p.Role, need))
+			return
+		case err != nil:
+			writeError(w, http.StatusForbidden, err.Error())
+			return
+		}
+		if _, ok := s.cfg.Registry.Tenant(tenant); !ok {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("tenant %q not found", tenant))
+			return
+		}
+		h(w, r, p)
+	})
+}
+
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Ready != nil {
+		if err := s.cfg.Ready(); err != nil {
+			writeError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// metrics is open to any global token: a Prometheus scraper gets a global
+// read token, never an admin one.
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	if !p.Global() {
+		writeError(w, http.StatusForbidden, "metrics cover every tenant; use a global token")
+		return
+	}
+	s.cfg.Metrics.ServeHTTP(w, r)
+}
+
+// ---- tenants ----
+
+func (s *Server) createTenant(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	if !p.Global() || p.Role != auth.RoleAdmin {
+		writeError(w, http.StatusForbidden, "creating tenants needs a global admin token")
+		return
+	}
+	var req struct {
+		ID   string `json:"id"`
+		Name string `json:"name"`
+	}
+	if !readJSON(w, r, &req) {
+		return
+	}
+	t, err := s.cfg.Registry.CreateTenant(req.ID, req.Name)
+	switch {
+	case errors.Is(err, auth.ErrExists):
+		writeError(w, http.StatusConflict, err.Error())
+	case err != nil:
+		writeError(w, http.StatusBadRequest, err.Error())
+	default:
+		s.log.Info("tenant created", "tenant", t.ID, "by_token", p.TokenID)
+		writeJSON(w, http.StatusCreated, t)
+	}
+}
+
+func (s *Server) listTenants(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	if p.Role != auth.RoleAdmin {
+		writeError(w, http.StatusForbidden, "listing tenants needs an admin token")
+		return
+	}
+	out := []auth.Tenant{}
+	for _, t := range s.cfg.Registry.Tenants() {
+		if p.Authorize(t.ID, auth.RoleAdmin) == nil {
+			out = append(out, t)
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tenants": out})
+}
+
+func (s *Server) getTenant(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	t, _ := s.cfg.Registry.Tenant(r.PathValue("tenant"))
+	writeJSON(w, http.StatusOK, t)
+}
+
+// ---- tokens ----
+
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	var req struct {
+		Tenant  string     `json:"tenant"`
+		Role    string     `json:"role"`
+		Name    string     `json:"name"`
+		Expires *time.Time `json:"expires"`
+	}
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if req.Tenant == "" {
+		if !p.Global() || p.Role != auth.RoleAdmin {
+			writeError(w, http.StatusForbidden, "global tokens can be created only with a global admin token")
+			return
+		}
+	} else if !s.adminOf(w, p, req.Tenant) {
+		return
+	}
+	role, err := auth.ParseRole(req.Role)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	tok, secret, err := s.cfg.Registry.CreateToken(req.Tenant, role, req.Name, req.Expires)
+	switch {
+	case errors.Is(err, auth.ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+		return
+	case err != nil:
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	s.log.Info("token created", "token_id", tok.ID, "tenant", tok.Tenant, "role", tok.Role, "by_token", p.TokenID)
+	writeJSON(w, http.StatusCreated, struct {
+		auth.Token
+		Secret string `json:"token"`
+	}{tok, secret})
+}
+
+// adminOf checks that p administers tenant, answering 404/403 otherwise.
+func (s *Server) adminOf(w http.ResponseWriter, p auth.Principal, tenant string) bool {
+	err := p.Authorize(tenant, auth.RoleAdmin)
+	if err == nil {
+		if _, ok := s.cfg.Registry.Tenant(tenant); !ok {
+			err = auth.ErrNotFound
+		}
+	}
+	switch {
+	case errors.Is(err, auth.ErrNotFound):
+		writeError(w, http.StatusNotFound, fmt.Sprintf("tenant %q not found", tenant))
+	case err != nil:
+		writeError(w, http.StatusForbidden, "managing tokens needs an admin token")
+	}
+	return err == nil
+}
+
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	tenant := r.URL.Query().Get("tenant")
+	if p.Role != auth.RoleAdmin {
+		writeError(w, http.StatusForbidden, "listing tokens needs an admin token")
+		return
+	}
+	if !p.Global() {
+		if tenant != "" && tenant != p.Tenant {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("tenant %q not found", tenant))
+			return
+		}
+		tenant = p.Tenant
+	}
+	toks := s.cfg.Registry.Tokens(tenant)
+	if toks == nil {
+		toks = []auth.Token{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tokens": toks})
+}
+
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	id := r.PathValue("id")
+	tok, ok := s.cfg.Registry.TokenInfo(id)
+	// A tenant-scoped token may not learn of other tenants' or global tokens.
+	if !ok || (!p.Global() && tok.Tenant != p.Tenant) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("token %q not found", id))
+		return
+	}
+	if p.Role != auth.RoleAdmin {
+		writeError(w, http.StatusForbidden, "revoking tokens needs an admin token")
+		return
+	}
+	if err := s.cfg.Registry.Revoke(id); err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	s.log.Info("token revoked", "token_id", id, "by_token", p.TokenID)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// ---- records ----
+
+func (s *Server) ingestRecords(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	ct := strings.ToLower(strings.TrimSpace(strings.Split(r.Header.Get("Content-Type"), ";")[0]))
+	switch ct {
+	case "", "application/json", "application/x-ndjson", "application/ndjson", "application/jsonl",
+		"application/x-jsonlines", "text/plain", "application/octet-stream":
+	default:
+		writeError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("unsupported Content-Type %q: send NDJSON (application/x-ndjson) or a JSON array (application/json)", ct))
+		return
+	}
+	limit := s.cfg.Ingest.MaxBodyBytes()
+	if r.ContentLength > limit {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes is over the %d byte limit; send smaller batches", r.ContentLength, limit))
+		return
+	}
+	source := p.Name
+	if source == "" {
+		source = "token:" + p.TokenID
+	}
+	res, err := s.cfg.Ingest.Ingest(r.Context(), ingest.Batch{
+		Tenant:   r.PathValue("tenant"),
+		Source:   source,
+		Body:     http.MaxBytesReader(w, r.Body, limit),
+		Encoding: r.Header.Get("Content-Encoding"),
+		Mapping:  r.URL.Query().Get("mapping"),
+	})
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, res)
+	case errors.Is(err, ingest.ErrTooLarge):
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is over the %d byte limit (after decompression); send smaller batches", limit))
+	case errors.Is(err, ingest.ErrUnsupported):
+		writeError(w, http.StatusUnsupportedMediaType, err.Error())
+	case errors.Is(err, store.ErrBusy):
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, "write queue is full; retry after a second")
+	case errors.Is(err, store.ErrNoSpace):
+		w.Header().Set("Retry-After", "30")
+		writeError(w, http.StatusServiceUnavailable, "disk headroom exhausted; nothing was stored")
+	case errors.Is(err, store.ErrClosed):
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "server is shutting down; nothing was stored")
+	case errors.Is(err, context.Canceled):
+		writeError(w, 499, "request cancelled")
+	default:
+		s.log.Error("ingest failed", "tenant", r.PathValue("tenant"), "err", err)
+		w.Header().Set("Retry-After", "30")
+		writeError(w, http.StatusServiceUnavailable, "records could not be stored: "+err.Error())
+	}
+}
+
+// listRecords streams the tenant's records in a time range, newest first,
+// as NDJSON of the raw records. The search issue extends this route.
+func (s *Server) listRecords(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	q := r.URL.Query()
+	var sq store.Query
+	var err error
+	if sq.From, err = parseTime(q.Get("from")); err != nil {
+		writeError(w, http.StatusBadRequest, "from: "+err.Error())
+		return
+	}
+	if sq.To, err = parseTime(q.Get("to")); err != nil {
+		writeError(w, http.StatusBadRequest, "to: "+err.Error())
+		return
+	}
+	if l := q.Get("limit"); l != "" {
+		if sq.Limit, err = strconv.Atoi(l); err != nil || sq.Limit < 0 {
+			writeError(w, http.StatusBadRequest, "limit: want a non-negative integer")
+			return
+		}
+	}
+	tenant := r.PathValue("tenant")
+	if q.Get("count") == "true" {
+		n, err := s.cfg.Reader.Count(r.Context(), tenant, sq)
+		if err != nil {
+			s.log.Error("count failed", "tenant", tenant, "err", err)
+			writeError(w, http.StatusInternalServerError, "count failed")
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]int64{"count": n})
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	started := false
+	err = s.cfg.Reader.Records(r.Context(), tenant, sq, func(rec *audit.Record) error {
+		started = true
+		if _, err := w.Write(rec.Raw); err != nil {
+			return err
+		}
+		_, err := w.Write([]byte{'\n'})
+		return err
+	})
+	if err != nil && !started {
+		s.log.Error("list records failed", "tenant", tenant, "err", err)
+		writeError(w, http.StatusInternalServerError, "reading records failed")
+	}
+}
+
+// parseTime accepts RFC 3339, a date, or a duration back from now (30d, 12h).
+func parseTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t.UTC(), nil
+	}
+	if t, err := time.Parse("2006-01-02", s); err == nil {
+		return t, nil
+	}
+	if n := len(s); n > 1 {
+		if v, err := strconv.Atoi(s[:n-1]); err == nil && v >= 0 {
+			unit := map[byte]time.Duration{'s': time.Second, 'm': time.Minute, 'h': time.Hour, 'd': 24 * time.Hour, 'w': 7 * 24 * time.Hour}[s[n-1]]
+			if unit != 0 {
+				return time.Now().UTC().Add(-time.Duration(v) * unit), nil
+			}
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is not RFC 3339, YYYY-MM-DD or a duration like 30d", s)
+}
+
+// ---- helpers ----
+
+const maxJSONBody = 1 << 20
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}

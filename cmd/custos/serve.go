@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/custos-audit/custos/api"
+	"github.com/custos-audit/custos/audit"
+	"github.com/custos-audit/custos/auth"
+	"github.com/custos-audit/custos/durable"
+	"github.com/custos-audit/custos/ingest"
+	"github.com/custos-audit/custos/store"
+)
+
+func runServe(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: custos serve [flags]\n\nRuns the custos server. Every flag can also be set by the environment\nvariable CUSTOS_<FLAG> (upper case, '-' as '_'), e.g. CUSTOS_LISTEN.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	var (
+		data         = fs.String("data", "./custos-data", "data directory")
+		listen       = fs.String("listen", "127.0.0.1:8470", "address to listen on")
+		logLevel     = fs.String("log-level", "info", "log level: debug, info, warn, error")
+		logFormat    = fs.String("log-format", "text", "log format: text or json")
+		memoryLimit  = fs.String("memory-limit", "4GB", "DuckDB memory limit")
+		maxBody      = fs.Int64("max-body-bytes", 256<<20, "largest ingest body accepted, after decompression")
+		sealInterval = fs.Duration("seal-interval", 5*time.Minute, "seal the in-memory head to Parquet at least this often")
+		sealBytes    = fs.Int64("seal-bytes", 256<<20, "seal the head once it holds this many raw bytes")
+		dedupWindow  = fs.Duration("dedup-window", 8*24*time.Hour, "days of CreationTime whose record ids stay in memory for deduplication")
+		minFree      = fs.Int64("min-free-bytes", 1<<30, "refuse writes (503) when free disk space falls below this")
+		mappings     = fs.String("mappings", "", "JSON file of field mappings for non-Microsoft sources")
+		shutdownWait = fs.Duration("shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on shutdown")
+	)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	log, err := newLogger(*logLevel, *logFormat)
+	if err != nil {
+		return usagef("%v", err)
+	}
+
+	if err := os.MkdirAll(*data, 0o750); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	reg, err := auth.Open(filepath.Join(*data, "auth.json"))
+	if err != nil {
+		return err
+	}
+	if !reg.HasTokens() {
+		if err := bootstrapAdmin(reg, *data, log); err != nil {
+			return err
+		}
+	}
+	var maps map[string]*audit.Mapping
+	if *mappings != "" {
+		if maps, err = audit.LoadMappings(*mappings); err != nil {
+			return fmt.Errorf("mappings: %w", err)
+		}
+	}
+
+	db, err := store.Open(*data, store.Options{
+		MemoryLimit:  *memoryLimit,
+		SealInterval: *sealInterval,
+		SealBytes:    *sealBytes,
+		DedupWindow:  *dedupWindow,
+		MinFreeBytes: *minFree,
+		Logger:       log.With("component", "store"),
+	})
+	if err != nil {
+		return err
+	}
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), db.Collector())
+	svc := ingest.New(db, ingest.Config{MaxBodyBytes: *maxBody, Mappings: maps, Registerer: promReg})
+	srv := &http.Server{
+		Handler: api.New(api.Config{
+			Registry: reg,
+			Ingest:   svc,
+			Reader:   db,
+			Ready:    db.Ready,
+			Metrics:  promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: promReg}),
+			Logger:   log.With("component", "api"),
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       10 * time.Minute, // large batches on slow links
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		db.Close()
+		return err
+	}
+	log.Info("custos listening", "addr", ln.Addr().String(), "data", *data)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		log.Info("shutting down: finishing in-flight requests, then sealing the head")
+		sctx, cancel := context.WithTimeout(context.Background(), *shutdownWait)
+		err = srv.Shutdown(sctx)
+		cancel()
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	if cerr := db.Close(); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	if err == nil {
+		log.Info("custos stopped cleanly")
+	}
+	return err
+}
+
+// bootstrapAdmin creates the first global admin token of a fresh install,
+// prints it once and keeps a copy only the owner can read.
+func bootstrapAdmin(reg *auth.Registry, data string, log *slog.Logger) error {
+	tok, secret, err := reg.CreateToken("", auth.RoleAdmin, "bootstrap-admin", nil)
+	if err != nil {
+		return fmt.Errorf("bootstrap admin token: %w", err)
+	}
+	path := filepath.Join(data, "admin.token")
+	if err := durable.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return err
+	}
+	log.Info("created bootstrap admin token", "token_id", tok.ID, "file", path)
+	fmt.Printf("custos: bootstrap admin token (shown once; a copy is in %s, mode 0600):\n%s\n", path, secret)
+	return nil
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+// parseFlags parses args, then fills every flag not given on the command
+// line from CUSTOS_<NAME> in the environment.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || err != nil {
+			return
+		}
+		env := "CUSTOS_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if e := f.Value.Set(v); e != nil {
+				err = usagef("%s=%q: %v", env, v, e)
+			}
+		}
+	})
+	return err
+}

@@ -1,0 +1,204 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/custos-audit/custos/audit"
+)
+
+// Query selects a tenant's records. It grows with the search issue; for now
+// it is a time range and a limit.
+type Query struct {
+	From, To time.Time // CreationTime in [From, To); zero means unbounded
+	Limit    int       // 0 means no limit
+}
+
+// sources returns the SQL relations holding the tenant's records in view v
+// that may overlap q: head tables and one read_parquet over the pruned
+// sealed parts. Only the tenant's own tables and files can ever be named,
+// which is what isolates tenants here.
+func (db *DB) sources(v *view, tenant string, q Query) []string {
+	var out []string
+	for _, g := range v.gens {
+		if t, ok := g.table(tenant); ok {
+			out = append(out, t)
+		}
+	}
+	parts := v.cat.parts(tenant, q.From, q.To)
+	if len(parts) > 0 {
+		paths := make([]string, len(parts))
+		for i, p := range parts {
+			paths[i] = sqlString(db.path(p.Path))
+		}
+		out = append(out, fmt.Sprintf("read_parquet([%s], union_by_name = true)", strings.Join(paths, ", ")))
+	}
+	return out
+}
+
+func timeFilter(q Query) string {
+	var conds []string
+	if !q.From.IsZero() {
+		conds = append(conds, "creation_time >= "+sqlTimestamp(q.From))
+	}
+	if !q.To.IsZero() {
+		conds = append(conds, "creation_time < "+sqlTimestamp(q.To))
+	}
+	if len(conds) == 0 {
+		return ""
+	}
+	return " WHERE " + strings.Join(conds, " AND ")
+}
+
+// union selects cols from every source with the filter pushed into each
+// branch, so Parquet row groups are pruned by their statistics.
+func union(sources []string, cols, where string) string {
+	branches := make([]string, len(sources))
+	for i, s := range sources {
+		branches[i] = "SELECT " + cols + " FROM " + s + where
+	}
+	return strings.Join(branches, " UNION ALL ")
+}
+
+// Records implements Store.
+func (db *DB) Records(ctx context.Context, tenant string, q Query, fn func(*audit.Record) error) error {
+	if err := db.waitLoaded(ctx); err != nil {
+		return err
+	}
+	v := db.acquire()
+	defer db.release(v)
+	srcs := db.sources(v, tenant, q)
+	if len(srcs) == 0 {
+		return nil
+	}
+	stmt := union(srcs, columnList(), timeFilter(q)) + " ORDER BY creation_time DESC, id DESC"
+	if q.Limit > 0 {
+		stmt += fmt.Sprintf(" LIMIT %d", q.Limit)
+	}
+	rows, err := db.sql.QueryContext(ctx, stmt)
+	if err != nil {
+		return fmt.Errorf("store: query records: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		r, err := scanRecord(rows)
+		if err != nil {
+			return fmt.Errorf("store: read record: %w", err)
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// Count implements Store.
+func (db *DB) Count(ctx context.Context, tenant string, q Query) (int64, error) {
+	if err := db.waitLoaded(ctx); err != nil {
+		return 0, err
+	}
+	v := db.acquire()
+	defer db.release(v)
+	srcs := db.sources(v, tenant, q)
+	if len(srcs) == 0 {
+		return 0, nil
+	}
+	var n int64
+	err := db.sql.QueryRowContext(ctx, "SELECT count(*) FROM ("+union(srcs, "1 AS x", timeFilter(q))+")").Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("store: count records: %w", err)
+	}
+	return n, nil
+}
+
+func scanRecord(rows *sql.Rows) (*audit.Record, error) {
+	var (
+		r                                      audit.Record
+		ns                                     [20]sql.NullString
+		recordType, userType, scope, logonType sql.NullInt32
+		opCount                                sql.NullInt64
+		throttled, external                    sql.NullBool
+		received                               sql.NullTime
+		raw                                    string
+	)
+	err := rows.Scan(&r.Tenant, &r.ID, &r.CreationTime, &recordType, &ns[0], &ns[1], &ns[2], &userType,
+		&ns[3], &ns[4], &ns[5], &ns[6], &ns[7], &scope, &ns[8], &ns[9], &ns[10], &ns[11], &ns[12],
+		&logonType, &ns[13], &ns[14], &ns[15], &throttled, &opCount, &ns[16], &external, &ns[17],
+		&received, &raw)
+	if err != nil {
+		return nil, err
+	}
+	r.CreationTime = r.CreationTime.UTC()
+	r.Workload, r.Operation, r.OrganizationID = ns[0].String, ns[1].String, ns[2].String
+	r.UserKey, r.UserID, r.ClientIP, r.ObjectID, r.ResultStatus = ns[3].String, ns[4].String, ns[5].String, ns[6].String, ns[7].String
+	r.AppID, r.ClientAppID, r.SessionID, r.UniqueTokenID, r.ClientInfoString = ns[8].String, ns[9].String, ns[10].String, ns[11].String, ns[12].String
+	r.MailboxOwnerUPN, r.MailboxGUID, r.MailAccessType = ns[13].String, ns[14].String, ns[15].String
+	if ns[16].String != "" {
+		r.InternetMessageIDs = strings.Split(ns[16].String, " ")
+	}
+	r.Source = ns[17].String
+	r.RecordType, r.UserType, r.Scope, r.LogonType = nullInt(recordType), nullInt(userType), nullInt(scope), nullInt(logonType)
+	r.OperationCount = opCount.Int64
+	r.IsThrottled, r.ExternalAccess = throttled.Bool, external.Bool
+	if received.Valid {
+		r.Received = received.Time.UTC()
+	}
+	r.Raw = []byte(raw)
+	return &r, nil
+}
+
+func nullInt(v sql.NullInt32) int32 {
+	if !v.Valid {
+		return audit.Absent
+	}
+	return v.Int32
+}
+
+// Stats describe the store for metrics and operators.
+type Stats struct {
+	HeadRecords     int64
+	HeadBytes       int64 // raw bytes in the head
+	SealedParts     int
+	SealedRecords   int64
+	SealedBytes     int64 // bytes of Parquet on disk
+	WALBytes        int64
+	DedupPartitions int
+	DedupIDs        int
+	QueuedBytes     int64
+	Committed       uint64
+	SealedThrough   uint64
+	SealFailures    int64
+}
+
+// Stats returns a snapshot of the store's size.
+func (db *DB) Stats() Stats {
+	v := db.acquire()
+	defer db.release(v)
+	var s Stats
+	for _, g := range v.gens {
+		s.HeadRecords += g.rows.Load()
+		s.HeadBytes += g.bytes.Load()
+	}
+	s.SealedParts = len(v.cat.Parts)
+	for _, p := range v.cat.Parts {
+		s.SealedRecords += p.Rows
+		s.SealedBytes += p.Bytes
+	}
+	s.WALBytes = db.wal.Size()
+	s.DedupPartitions, s.DedupIDs = db.dedup.size()
+	s.QueuedBytes = db.queued.Load()
+	s.Committed = db.committed.Load()
+	s.SealedThrough = v.cat.SealedThrough
+	s.SealFailures = db.sealErrs.Load()
+	return s
+}
+
+// Parts returns the catalog's sealed parts, for inspection and tests.
+func (db *DB) Parts() []Part {
+	v := db.acquire()
+	defer db.release(v)
+	return append([]Part(nil), v.cat.Parts...)
+}

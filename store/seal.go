@@ -1,0 +1,399 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/custos-audit/custos/durable"
+)
+
+// sealLoop decides when to seal the head, compact sealed parts and evict
+// idle dedup partitions. It is the only goroutine that changes the catalog.
+func (db *DB) sealLoop() {
+	defer db.wg.Done()
+	tick := time.NewTicker(db.opts.Tick)
+	defer tick.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { <-db.stop; cancel() }()
+	var lastDisk time.Time
+	for {
+		select {
+		case <-db.stop:
+			return
+		case <-tick.C:
+		}
+		if time.Since(lastDisk) > 5*time.Second {
+			db.checkDisk()
+			lastDisk = time.Now()
+		}
+		if db.failure.Load() != nil {
+			continue
+		}
+		if db.sealDue() {
+			db.rotateForSeal()
+		}
+		if err := db.sealPending(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			db.sealErrs.Add(1)
+			db.log.Error("seal failed; the head stays in memory and the WAL keeps its records", "err", err)
+			continue
+		}
+		if err := db.compact(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			db.log.Error("compaction failed", "err", err)
+		}
+		v := db.acquire()
+		through := v.cat.SealedThrough
+		db.release(v)
+		db.dedup.evict(time.Now(), db.opts.DedupWindow, 10*time.Minute, through)
+	}
+}
+
+func (db *DB) sealDue() bool {
+	v := db.acquire()
+	defer db.release(v)
+	g := v.gens[len(v.gens)-1]
+	if g.rows.Load() == 0 {
+		return false
+	}
+	first := time.Unix(0, g.first.Load())
+	return g.bytes.Load() >= db.opts.SealBytes || time.Since(first) >= db.opts.SealInterval
+}
+
+// rotateForSeal asks the loader to freeze the active generation.
+func (db *DB) rotateForSeal() {
+	reply := make(chan *headGen, 1)
+	select {
+	case db.rotateq <- reply:
+	case <-db.stop:
+		return
+	}
+	if g := <-reply; g != nil {
+		db.sealing = append(db.sealing, g)
+	}
+}
+
+// Seal writes everything in the head to Parquet now. Tests and shutdown use
+// it; in normal running the seal loop decides.
+func (db *DB) Seal(ctx context.Context) error {
+	db.rotateForSeal()
+	return db.waitSealed(ctx)
+}
+
+func (db *DB) waitSealed(ctx context.Context) error {
+	want := db.committed.Load()
+	for {
+		v := db.acquire()
+		through := v.cat.SealedThrough
+		db.release(v)
+		if through >= want {
+			return nil
+		}
+		if f := db.failure.Load(); f != nil {
+			return *f
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// sealPending seals frozen generations, oldest first. A generation that
+// fails stays queryable and is retried; its records are still in the WAL.
+func (db *DB) sealPending(ctx context.Context) error {
+	for len(db.sealing) > 0 {
+		g := db.sealing[0]
+		if err := db.sealGen(ctx, g); err != nil {
+			return fmt.Errorf("seal head generation %d: %w", g.id, err)
+		}
+		db.sealing = db.sealing[1:]
+	}
+	return nil
+}
+
+func (db *DB) sealGen(ctx context.Context, g *headGen) error {
+	start := time.Now()
+	g.mu.Lock()
+	tables := make(map[string]string, len(g.tables))
+	for t, n := range g.tables {
+		tables[t] = n
+	}
+	g.mu.Unlock()
+
+	var parts []Part
+	for tenant, table := range tables {
+		days, err := db.distinctDays(ctx, table)
+		if err != nil {
+			return err
+		}
+		for _, day := range days {
+			lo, err := time.Parse(dayLayout, day)
+			if err != nil {
+				return err
+			}
+			sel := fmt.Sprintf("SELECT %s FROM %s WHERE creation_time >= %s AND creation_time < %s",
+				columnList(), table, sqlTimestamp(lo), sqlTimestamp(lo.Add(24*time.Hour)))
+			p, err := db.writePart(ctx, tenant, day, 0, sel)
+			if err != nil {
+				db.removeParts(parts)
+				return err
+			}
+			parts = append(parts, p)
+		}
+	}
+
+	v := db.acquire()
+	cat := v.cat.with(parts, nil, g.maxSeq.Load())
+	db.release(v)
+	if err := cat.save(db.path("catalog.json")); err != nil {
+		db.removeParts(parts)
+		return err
+	}
+	db.publish(func(cur *view) *view {
+		var gens []*headGen
+		for _, x := range cur.gens {
+			if x != g {
+				gens = append(gens, x)
+			}
+		}
+		return &view{cat: cat, gens: gens}
+	}, func() { db.dropTables(tables) })
+	if err := db.wal.TruncateBefore(cat.SealedThrough + 1); err != nil {
+		db.log.Warn("truncating wal after seal", "err", err)
+	}
+	db.log.Info("sealed head", "generation", g.id, "records", g.rows.Load(), "parts", len(parts),
+		"sealed_through", cat.SealedThrough, "elapsed", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func (db *DB) distinctDays(ctx context.Context, table string) ([]string, error) {
+	rows, err := db.sql.QueryContext(ctx, fmt.Sprintf(
+		"SELECT DISTINCT strftime(creation_time, '%%Y-%%m-%%d') AS d FROM %s ORDER BY d", table))
+	if err != nil {
+		return nil, fmt.Errorf("list days of %s: %w", table, err)
+	}
+	defer rows.Close()
+	var days []string
+	for rows.Next() {
+		var d string
+		if err := rows.Scan(&d); err != nil {
+			return nil, err
+		}
+		days = append(days, d)
+	}
+	return days, rows.Err()
+}
+
+func (db *DB) dropTables(tables map[string]string) {
+	for _, t := range tables {
+		if _, err := db.sql.Exec("DROP TABLE IF EXISTS " + t); err != nil {
+			db.log.Warn("dropping sealed head table", "table", t, "err", err)
+		}
+	}
+}
+
+func (db *DB) removeParts(parts []Part) {
+	for _, p := range parts {
+		os.Remove(db.path(p.Path))
+	}
+}
+
+func sqlTimestamp(t time.Time) string {
+	return "TIMESTAMP '" + t.UTC().Format("2006-01-02 15:04:05.999999") + "'"
+}
+
+// parquetOptions: zstd, row groups small enough that per-user pruning by
+// min/max statistics pays off on files sorted by user.
+const parquetOptions = "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 9, ROW_GROUP_SIZE 61440"
+
+// writePart runs sel into a new Parquet file of tenant and day, sorted by
+// user then time, makes it durable and returns its catalog entry. The file
+// is not yet in the catalog: the caller adds it, or removes it on failure.
+func (db *DB) writePart(ctx context.Context, tenant, day string, level int, sel string) (Part, error) {
+	relDir := filepath.Join("blocks", tenant, day)
+	if err := db.makeDir(relDir); err != nil {
+		return Part{}, err
+	}
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	name := fmt.Sprintf("L%d-%d-%s.parquet", level, time.Now().UnixNano(), hex.EncodeToString(rnd[:]))
+	rel := filepath.Join(relDir, name)
+	tmp := db.path("tmp", name)
+	defer os.Remove(tmp)
+
+	copySQL := fmt.Sprintf("COPY (%s ORDER BY user_id NULLS LAST, creation_time, id) TO %s (%s)",
+		sel, sqlString(tmp), parquetOptions)
+	if _, err := db.sql.ExecContext(ctx, copySQL); err != nil {
+		return Part{}, fmt.Errorf("write part %s: %w", rel, err)
+	}
+	p := Part{Tenant: tenant, Day: day, Path: rel, Level: level, Created: time.Now().UTC()}
+	err := db.sql.QueryRowContext(ctx, fmt.Sprintf(
+		"SELECT count(*), min(creation_time), max(creation_time) FROM read_parquet(%s)", sqlString(tmp))).
+		Scan(&p.Rows, &p.MinTime, &p.MaxTime)
+	if err != nil {
+		return Part{}, fmt.Errorf("read back part %s: %w", rel, err)
+	}
+	p.MinTime, p.MaxTime = p.MinTime.UTC(), p.MaxTime.UTC()
+	if p.SHA256, p.Bytes, err = syncAndHash(tmp); err != nil {
+		return Part{}, fmt.Errorf("sync part %s: %w", rel, err)
+	}
+	if err := os.Rename(tmp, db.path(rel)); err != nil {
+		return Part{}, fmt.Errorf("install part %s: %w", rel, err)
+	}
+	if err := durable.SyncDir(db.path(relDir)); err != nil {
+		return Part{}, err
+	}
+	return p, nil
+}
+
+// makeDir creates dir under the data directory and syncs each parent whose
+// entries changed, so the directory survives power loss.
+func (db *DB) makeDir(rel string) error {
+	parts := strings.Split(rel, string(filepath.Separator))
+	cur := db.dir
+	for _, p := range parts {
+		next := filepath.Join(cur, p)
+		if _, err := os.Stat(next); errors.Is(err, os.ErrNotExist) {
+			if err := os.Mkdir(next, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+				return err
+			}
+			if err := durable.SyncDir(cur); err != nil {
+				return err
+			}
+		}
+		cur = next
+	}
+	return nil
+}
+
+func syncAndHash(path string) (string, int64, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return "", 0, err
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, err
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// compact merges the parts of each tenant-day that has several, once the
+// day is over and quiet (late records keep arriving for days), or as soon as
+// it has too many parts to read efficiently.
+func (db *DB) compact(ctx context.Context, now time.Time) error {
+	v := db.acquire()
+	cat := v.cat
+	db.release(v)
+	today := now.UTC().Format(dayLayout)
+	type key struct{ tenant, day string }
+	groups := map[key][]Part{}
+	var order []key
+	for _, p := range cat.Parts {
+		k := key{p.Tenant, p.Day}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], p)
+	}
+	for _, k := range order {
+		ps := groups[k]
+		if len(ps) < 2 {
+			continue
+		}
+		newest := ps[0].Created
+		for _, p := range ps {
+			if p.Created.After(newest) {
+				newest = p.Created
+			}
+		}
+		quiet := k.day < today && now.Sub(newest) >= db.opts.CompactAfter
+		if !quiet && len(ps) < db.opts.MaxDayParts {
+			continue
+		}
+		if err := db.mergeParts(ctx, k.tenant, k.day, ps); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (db *DB) mergeParts(ctx context.Context, tenant, day string, ps []Part) error {
+	start := time.Now()
+	paths := make([]string, len(ps))
+	var rows int64
+	for i, p := range ps {
+		paths[i] = sqlString(db.path(p.Path))
+		rows += p.Rows
+	}
+	sel := fmt.Sprintf("SELECT %s FROM read_parquet([%s], union_by_name = true)", columnList(), strings.Join(paths, ", "))
+	merged, err := db.writePart(ctx, tenant, day, 1, sel)
+	if err != nil {
+		return err
+	}
+	if merged.Rows != rows {
+		os.Remove(db.path(merged.Path))
+		return fmt.Errorf("merge of %s/%s wrote %d rows, expected %d", tenant, day, merged.Rows, rows)
+	}
+	removed := make(map[string]bool, len(ps))
+	for _, p := range ps {
+		removed[p.Path] = true
+	}
+	v := db.acquire()
+	cat := v.cat.with([]Part{merged}, removed, 0)
+	db.release(v)
+	if err := cat.save(db.path("catalog.json")); err != nil {
+		os.Remove(db.path(merged.Path))
+		return err
+	}
+	db.publish(func(cur *view) *view { return &view{cat: cat, gens: cur.gens} }, func() { db.removeParts(ps) })
+	db.log.Info("compacted day", "tenant", tenant, "day", day, "parts", len(ps), "rows", rows,
+		"bytes", merged.Bytes, "elapsed", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// loadIDs reads the ids stored in a tenant-day's sealed parts, for the dedup
+// index.
+func (db *DB) loadIDs(ctx context.Context, tenant string, day int32, add func(string)) error {
+	v := db.acquire()
+	defer db.release(v)
+	ps := v.cat.dayParts(tenant, dayString(day))
+	if len(ps) == 0 {
+		return nil
+	}
+	paths := make([]string, len(ps))
+	for i, p := range ps {
+		paths[i] = sqlString(db.path(p.Path))
+	}
+	rows, err := db.sql.QueryContext(ctx, fmt.Sprintf("SELECT id FROM read_parquet([%s])", strings.Join(paths, ", ")))
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var id string
+	for rows.Next() {
+		if err := rows.Scan(&id); err != nil {
+			return err
+		}
+		add(id)
+	}
+	return rows.Err()
+}

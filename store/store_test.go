@@ -1,0 +1,459 @@
+package store
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/custos-audit/custos/audit"
+)
+
+var ctx = context.Background()
+
+func testOptions() Options {
+	return Options{MemoryLimit: "1GB", Threads: 2, SealInterval: time.Hour, MinFreeBytes: -1}
+}
+
+func openTest(t *testing.T, dir string, opts Options) *DB {
+	t.Helper()
+	db, err := Open(dir, opts)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	return db
+}
+
+// mkrec builds a record whose raw JSON carries its identity, so a test can
+// check raw bytes and columns against each other.
+func mkrec(tenant, id string, at time.Time, user string) audit.Record {
+	raw := fmt.Sprintf(`{"Id":%q,"CreationTime":%q,"Operation":"MailItemsAccessed","UserId":%q,"RecordType":50}`,
+		id, at.UTC().Format("2006-01-02T15:04:05"), user)
+	return audit.Record{
+		Tenant: tenant, ID: id, CreationTime: at.UTC(), RecordType: 50, Operation: "MailItemsAccessed",
+		UserID: user, UserType: audit.Absent, Scope: audit.Absent, LogonType: 0, ClientIP: "10.0.0.1",
+		InternetMessageIDs: []string{"<a@x>", "<b@y>"}, OperationCount: 2, Raw: []byte(raw),
+		Received: time.Unix(1700000000, 0).UTC(), Source: "test",
+	}
+}
+
+func mkrecs(tenant string, n int, start time.Time, step time.Duration) []audit.Record {
+	recs := make([]audit.Record, n)
+	for i := range recs {
+		recs[i] = mkrec(tenant, fmt.Sprintf("%s-%06d", tenant, i), start.Add(time.Duration(i)*step), fmt.Sprintf("user%d@%s.example", i%7, tenant))
+	}
+	return recs
+}
+
+// contents returns "id|raw" of every record of tenant, sorted.
+func contents(t *testing.T, db *DB, tenant string) []string {
+	t.Helper()
+	var out []string
+	err := db.Records(ctx, tenant, Query{}, func(r *audit.Record) error {
+		out = append(out, r.ID+"|"+string(r.Raw))
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("records: %v", err)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func expected(recs ...[]audit.Record) []string {
+	var out []string
+	for _, rs := range recs {
+		for _, r := range rs {
+			out = append(out, r.ID+"|"+string(r.Raw))
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func mustAppend(t *testing.T, db *DB, recs []audit.Record) (stored, dups int) {
+	t.Helper()
+	dup, err := db.Append(ctx, recs)
+	if err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	for _, d := range dup {
+		if d {
+			dups++
+		} else {
+			stored++
+		}
+	}
+	return stored, dups
+}
+
+func TestAppendDedupSealRestart(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir, testOptions())
+	day := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
+	recs := mkrecs("acme", 500, day, 7*time.Minute) // spans ~2.4 days
+
+	if s, d := mustAppend(t, db, recs); s != 500 || d != 0 {
+		t.Fatalf("first append: stored %d dup %d, want 500 0", s, d)
+	}
+	// Same ids again, in another order, mixed with 10 new ones.
+	again := slices.Clone(recs)
+	rand.New(rand.NewPCG(1, 2)).Shuffle(len(again), func(i, j int) { again[i], again[j] = again[j], again[i] })
+	extra := mkrecs("acme", 510, day, 7*time.Minute)[500:]
+	if s, d := mustAppend(t, db, append(again, extra...)); s != 10 || d != 500 {
+		t.Fatalf("second append: stored %d dup %d, want 10 500", s, d)
+	}
+	// Duplicates inside one batch count once.
+	inBatch := []audit.Record{mkrec("acme", "twin", day, "u"), mkrec("acme", "twin", day, "u")}
+	if s, d := mustAppend(t, db, inBatch); s != 1 || d != 1 {
+		t.Fatalf("in-batch twin: stored %d dup %d, want 1 1", s, d)
+	}
+	want := expected(recs, extra, inBatch)
+	if got := contents(t, db, "acme"); !slices.Equal(got, want) {
+		t.Fatalf("head contents: %d records, want %d", len(got), len(want))
+	}
+
+	if err := db.Seal(ctx); err != nil {
+		t.Fatalf("seal: %v", err)
+	}
+	if got := contents(t, db, "acme"); !slices.Equal(got, want) {
+		t.Fatalf("after seal: %d records, want %d", len(got), len(want))
+	}
+	parts := db.Parts()
+	if len(parts) != 3 { // three UTC days
+		t.Fatalf("parts after seal: %d, want 3: %+v", len(parts), parts)
+	}
+	var rows int64
+	for _, p := range parts {
+		rows += p.Rows
+		if p.SHA256 == "" || p.Bytes == 0 || p.MinTime.After(p.MaxTime) {
+			t.Errorf("part %s has incomplete catalog entry: %+v", p.Path, p)
+		}
+		if p.MinTime.Format(dayLayout) != p.Day || p.MaxTime.Format(dayLayout) != p.Day {
+			t.Errorf("part %s of day %s holds %s..%s", p.Path, p.Day, p.MinTime, p.MaxTime)
+		}
+	}
+	if rows != int64(len(want)) {
+		t.Fatalf("catalog rows %d, want %d", rows, len(want))
+	}
+	if err := db.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+
+	// After a restart the dedup index is rebuilt from the sealed files.
+	db = openTest(t, dir, testOptions())
+	defer db.Close()
+	if got := contents(t, db, "acme"); !slices.Equal(got, want) {
+		t.Fatalf("after restart: %d records, want %d", len(got), len(want))
+	}
+	if s, d := mustAppend(t, db, recs[:50]); s != 0 || d != 50 {
+		t.Fatalf("re-append after restart: stored %d dup %d, want 0 50", s, d)
+	}
+	// Columns survive the round trip through Parquet.
+	var r0 *audit.Record
+	db.Records(ctx, "acme", Query{From: recs[3].CreationTime, To: recs[3].CreationTime.Add(time.Second)}, func(r *audit.Record) error {
+		r0 = r
+		return nil
+	})
+	if r0 == nil || r0.ID != recs[3].ID || r0.UserID != recs[3].UserID || r0.RecordType != 50 ||
+		r0.UserType != audit.Absent || r0.LogonType != 0 || !slices.Equal(r0.InternetMessageIDs, recs[3].InternetMessageIDs) ||
+		r0.OperationCount != 2 || r0.ClientIP != "10.0.0.1" || !r0.Received.Equal(recs[3].Received) || r0.Source != "test" {
+		t.Fatalf("round-tripped record differs: %+v", r0)
+	}
+}
+
+func TestLateRecordsAndCompaction(t *testing.T) {
+	dir := t.TempDir()
+	opts := testOptions()
+	db := openTest(t, dir, opts)
+	day := time.Date(2026, 1, 10, 0, 0, 0, 0, time.UTC)
+	var all [][]audit.Record
+	// Five seals that each add records to the same past day.
+	for i := range 5 {
+		recs := mkrecs("acme", 40, day.Add(time.Duration(i)*time.Hour), time.Minute)
+		for j := range recs {
+			recs[j].ID = fmt.Sprintf("late-%d-%d", i, j)
+		}
+		mustAppend(t, db, recs)
+		all = append(all, recs)
+		if err := db.Seal(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := expected(all...)
+	if n := len(db.Parts()); n != 5 {
+		t.Fatalf("parts before compaction: %d, want 5", n)
+	}
+	before := contents(t, db, "acme")
+	// The day is long past and quiet once CompactAfter has elapsed.
+	if err := db.compact(ctx, time.Now().Add(opts.CompactAfter+time.Hour)); err != nil {
+		t.Fatalf("compact: %v", err)
+	}
+	parts := db.Parts()
+	if len(parts) != 1 || parts[0].Level != 1 || parts[0].Rows != 200 {
+		t.Fatalf("after compaction: %+v", parts)
+	}
+	if got := contents(t, db, "acme"); !slices.Equal(got, before) || !slices.Equal(got, want) {
+		t.Fatalf("compaction changed contents")
+	}
+	// Old files are gone once no reader holds them.
+	files, _ := filepath.Glob(filepath.Join(dir, "blocks", "acme", "2026-01-10", "*.parquet"))
+	if len(files) != 1 {
+		t.Fatalf("files on disk after compaction: %v", files)
+	}
+	db.Close()
+	db = openTest(t, dir, opts)
+	defer db.Close()
+	if got := contents(t, db, "acme"); !slices.Equal(got, want) {
+		t.Fatalf("after restart: contents differ")
+	}
+	// A late duplicate of the compacted day is still recognised.
+	if s, d := mustAppend(t, db, all[2][:5]); s != 0 || d != 5 {
+		t.Fatalf("late duplicates: stored %d dup %d", s, d)
+	}
+}
+
+func TestTenantIsolation(t *testing.T) {
+	db := openTest(t, t.TempDir(), testOptions())
+	defer db.Close()
+	day := time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)
+	a := mkrecs("alpha", 30, day, time.Minute)
+	b := mkrecs("beta", 20, day, time.Minute)
+	// The same Id in two tenants is two records.
+	b[0].ID = a[0].ID
+	b[0].Raw = []byte(strings.Replace(string(b[0].Raw), "beta-000000", a[0].ID, 1))
+	mustAppend(t, db, a)
+	if s, _ := mustAppend(t, db, b); s != 20 {
+		t.Fatalf("tenant beta stored %d of 20", s)
+	}
+	check := func(stage string) {
+		if got := contents(t, db, "alpha"); !slices.Equal(got, expected(a)) {
+			t.Fatalf("%s: alpha sees %d records", stage, len(got))
+		}
+		if got := contents(t, db, "beta"); !slices.Equal(got, expected(b)) {
+			t.Fatalf("%s: beta sees %d records", stage, len(got))
+		}
+		if n, _ := db.Count(ctx, "gamma", Query{}); n != 0 {
+			t.Fatalf("%s: unknown tenant has %d records", stage, n)
+		}
+	}
+	check("head")
+	db.Seal(ctx)
+	check("sealed")
+}
+
+func TestQueryTimeRangeAcrossHeadAndParts(t *testing.T) {
+	db := openTest(t, t.TempDir(), testOptions())
+	defer db.Close()
+	day := time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
+	old := mkrecs("acme", 100, day, time.Hour)
+	mustAppend(t, db, old)
+	db.Seal(ctx)
+	fresh := mkrecs("acme", 200, day, time.Hour)[100:]
+	mustAppend(t, db, fresh)
+	from, to := day.Add(90*time.Hour), day.Add(110*time.Hour)
+	n, err := db.Count(ctx, "acme", Query{From: from, To: to})
+	if err != nil || n != 20 {
+		t.Fatalf("count across head and parts: %d, %v; want 20", n, err)
+	}
+	var times []time.Time
+	db.Records(ctx, "acme", Query{From: from, To: to, Limit: 5}, func(r *audit.Record) error {
+		times = append(times, r.CreationTime)
+		return nil
+	})
+	if len(times) != 5 || !times[0].Equal(day.Add(109*time.Hour)) || !slices.IsSortedFunc(times, func(a, b time.Time) int { return b.Compare(a) }) {
+		t.Fatalf("newest-first page: %v", times)
+	}
+}
+
+func TestCodecRoundTrip(t *testing.T) {
+	in := mkrecs("acme", 3, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), time.Second)
+	in[1].RecordType = -1
+	in[2].UserType = audit.Absent
+	in[2].InternetMessageIDs = nil
+	ptrs := []*audit.Record{&in[0], &in[1], &in[2]}
+	p := encodeRecords(nil, ptrs)
+	out, err := decodeRecords(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range in {
+		if fmt.Sprintf("%+v", in[i]) != fmt.Sprintf("%+v", out[i]) {
+			t.Fatalf("record %d:\n in %+v\nout %+v", i, in[i], out[i])
+		}
+	}
+	for cut := 0; cut < len(p); cut += 7 {
+		if _, err := decodeRecords(p[:cut]); err == nil {
+			t.Fatalf("truncated payload of %d/%d bytes decoded without error", cut, len(p))
+		}
+	}
+}
+
+func TestBackpressure(t *testing.T) {
+	opts := testOptions()
+	opts.MaxQueueBytes = 1 // any second batch in flight overflows
+	db := openTest(t, t.TempDir(), opts)
+	defer db.Close()
+	db.queued.Add(10) // simulate a batch waiting for the committer
+	_, err := db.Append(ctx, mkrecs("acme", 1, time.Now(), 0))
+	if err != ErrBusy {
+		t.Fatalf("append with full queue: %v, want ErrBusy", err)
+	}
+	db.queued.Add(-10)
+	if _, err := db.Append(ctx, mkrecs("acme", 1, time.Now(), 0)); err != nil {
+		t.Fatalf("append after queue drained: %v", err)
+	}
+}
+
+// TestKill9 runs a writer in a child process, kills it with SIGKILL at
+// random moments (during appends, seals and compactions), and checks that
+// every acknowledged record is present exactly once after each restart.
+func TestKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kill -9 rounds take a while")
+	}
+	dir := t.TempDir()
+	acked := map[string]bool{}
+	rng := rand.New(rand.NewPCG(7, 7))
+	for round := range 6 {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestKill9Writer$")
+		cmd.Env = append(os.Environ(), "CUSTOS_KILL9_DIR="+dir, "CUSTOS_KILL9_ROUND="+strconv.Itoa(round))
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		lines := make(chan string)
+		go func() {
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				lines <- sc.Text()
+			}
+			close(lines)
+		}()
+		deadline := time.After(time.Duration(800+rng.IntN(1500)) * time.Millisecond)
+		ready := false
+	read:
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					break read
+				}
+				if l == "ready" {
+					ready = true
+					continue
+				}
+				if id, ok := strings.CutPrefix(l, "ack "); ok {
+					for _, x := range strings.Split(id, ",") {
+						acked[x] = true
+					}
+				}
+			case <-deadline:
+				if !ready { // still opening (replaying); give it time
+					deadline = time.After(500 * time.Millisecond)
+					continue
+				}
+				cmd.Process.Signal(syscall.SIGKILL)
+				for l := range lines { // drain what was printed before death
+					if id, ok := strings.CutPrefix(l, "ack "); ok {
+						for _, x := range strings.Split(id, ",") {
+							acked[x] = true
+						}
+					}
+				}
+				break read
+			}
+		}
+		cmd.Wait()
+	}
+	db := openTest(t, dir, testOptions())
+	defer db.Close()
+	seen := map[string]int{}
+	db.Records(ctx, "acme", Query{}, func(r *audit.Record) error {
+		seen[r.ID]++
+		if !strings.Contains(string(r.Raw), r.ID) {
+			t.Errorf("record %s has wrong raw %s", r.ID, r.Raw)
+		}
+		return nil
+	})
+	for id := range acked {
+		if seen[id] != 1 {
+			t.Errorf("acknowledged record %s present %d times", id, seen[id])
+		}
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("record %s present %d times", id, n)
+		}
+	}
+	if len(acked) < 1000 {
+		t.Fatalf("only %d records acknowledged over all rounds; the test did not exercise much", len(acked))
+	}
+	parts := db.Parts()
+	compacted := 0
+	for _, p := range parts {
+		if p.Level > 0 {
+			compacted++
+		}
+	}
+	if len(parts) < 6 || compacted == 0 {
+		t.Errorf("%d parts, %d compacted: seals and compactions were not exercised", len(parts), compacted)
+	}
+	t.Logf("%d acknowledged, %d stored, %d parts (%d compacted)", len(acked), len(seen), len(parts), compacted)
+}
+
+// TestKill9Writer is the child of TestKill9: it appends batches forever,
+// re-sending earlier batches too (duplicates), with a tiny seal threshold
+// so seals and compactions are frequently in flight when it dies.
+func TestKill9Writer(t *testing.T) {
+	dir := os.Getenv("CUSTOS_KILL9_DIR")
+	if dir == "" {
+		t.Skip("child process of TestKill9")
+	}
+	round, _ := strconv.Atoi(os.Getenv("CUSTOS_KILL9_ROUND"))
+	opts := testOptions()
+	opts.SealBytes = 64 << 10
+	opts.MaxDayParts = 3
+	opts.Tick = 20 * time.Millisecond
+	db, err := Open(dir, opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "open:", err)
+		os.Exit(1)
+	}
+	fmt.Println("ready")
+	day := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	for b := 0; ; b++ {
+		recs := make([]audit.Record, 50)
+		for i := range recs {
+			// Some ids repeat across rounds and batches: duplicates must not
+			// become two records even when the first copy is unsealed.
+			id := fmt.Sprintf("r%d-b%d-%d", round, b, i)
+			if i%10 == 0 && b > 0 {
+				id = fmt.Sprintf("r%d-b%d-%d", round, b-1, i)
+			}
+			recs[i] = mkrec("acme", id, day.Add(time.Duration(b*50+i)*time.Second+time.Duration(round)*48*time.Hour), "u@x")
+		}
+		if _, err := db.Append(ctx, recs); err != nil {
+			fmt.Fprintln(os.Stderr, "append:", err)
+			os.Exit(1)
+		}
+		ids := make([]string, len(recs))
+		for i, r := range recs {
+			ids[i] = r.ID
+		}
+		fmt.Println("ack " + strings.Join(ids, ","))
+	}
+}
