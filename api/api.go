@@ -31,16 +31,17 @@ type Config struct {
 	Registry *auth.Registry
 	Ingest   *ingest.Service
 	Reader   Reader
-	Ready    func() error  // nil error when the server can take writes
-	Metrics  http.Handler  // Prometheus exposition
+	Ready    func() error // nil error when the server can take writes
+	Metrics  http.Handler // Prometheus exposition
 	Logger   *slog.Logger
 }
 
 // Server is the HTTP API.
 type Server struct {
-	cfg Config
-	log *slog.Logger
-	mux *http.ServeMux
+	cfg      Config
+	log      *slog.Logger
+	mux      *http.ServeMux
+	patterns []string // every route, for tests that must cover them all
 }
 
 // New builds the API's routes.
@@ -49,22 +50,28 @@ func New(cfg Config) *Server {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
-	m := s.mux
-	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
-	m.HandleFunc("GET /readyz", s.readyz)
-	m.Handle("GET /metrics", s.authed(s.metrics))
+	handle := func(pattern string, h http.Handler) {
+		s.patterns = append(s.patterns, pattern)
+		s.mux.Handle(pattern, h)
+	}
+	handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}))
+	handle("GET /readyz", http.HandlerFunc(s.readyz))
+	handle("GET /metrics", s.authed(s.metrics))
 
-	m.Handle("POST /api/v1/tenants", s.authed(s.createTenant))
-	m.Handle("GET /api/v1/tenants", s.authed(s.listTenants))
-	m.Handle("GET /api/v1/tenants/{tenant}", s.tenantRoute(auth.RoleRead, s.getTenant, auth.RoleIngest))
-	m.Handle("POST /api/v1/tenants/{tenant}/records", s.tenantRoute(auth.RoleIngest, s.ingestRecords))
-	m.Handle("GET /api/v1/tenants/{tenant}/records", s.tenantRoute(auth.RoleRead, s.listRecords))
+	handle("POST /api/v1/tenants", s.authed(s.createTenant))
+	handle("GET /api/v1/tenants", s.authed(s.listTenants))
+	handle("GET /api/v1/tenants/{tenant}", s.tenantRoute(auth.RoleRead, s.getTenant, auth.RoleIngest))
+	handle("POST /api/v1/tenants/{tenant}/records", s.tenantRoute(auth.RoleIngest, s.ingestRecords))
+	handle("GET /api/v1/tenants/{tenant}/records", s.tenantRoute(auth.RoleRead, s.listRecords))
 
-	m.Handle("POST /api/v1/tokens", s.authed(s.createToken))
-	m.Handle("GET /api/v1/tokens", s.authed(s.listTokens))
-	m.Handle("DELETE /api/v1/tokens/{id}", s.authed(s.revokeToken))
+	handle("POST /api/v1/tokens", s.authed(s.createToken))
+	handle("GET /api/v1/tokens", s.authed(s.listTokens))
+	handle("DELETE /api/v1/tokens/{id}", s.authed(s.revokeToken))
 
-	m.Handle("/", s.authed(func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	// Unknown paths still need a token, so they reveal nothing either.
+	s.mux.Handle("/", s.authed(func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 		writeError(w, http.StatusNotFound, "no such route: "+r.Method+" "+r.URL.Path)
 	}))
 	return s
