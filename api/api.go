@@ -266,16 +266,16 @@ func (s *Server) adminOf(w http.ResponseWriter, p auth.Principal, tenant string)
 
 func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 	tenant := r.URL.Query().Get("tenant")
-	if p.Role != auth.RoleAdmin {
-		writeError(w, http.StatusForbidden, "listing tokens needs an admin token")
-		return
-	}
 	if !p.Global() {
 		if tenant != "" && tenant != p.Tenant {
 			writeError(w, http.StatusNotFound, fmt.Sprintf("tenant %q not found", tenant))
 			return
 		}
 		tenant = p.Tenant
+	}
+	if p.Role != auth.RoleAdmin {
+		writeError(w, http.StatusForbidden, "listing tokens needs an admin token")
+		return
 	}
 	toks := s.cfg.Registry.Tokens(tenant)
 	if toks == nil {
