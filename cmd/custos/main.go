@@ -25,6 +25,7 @@ func commands() map[string]command {
 		"ingest":   {"send audit records from files to a server", runIngest},
 		"tenant":   {"manage tenants (create, list)", runTenant},
 		"token":    {"manage API tokens (create, list, revoke)", runToken},
+		"bench":    {"measure ingest throughput, storage and memory (bench ingest)", runBench},
 	}
 }
 

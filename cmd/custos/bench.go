@@ -1,0 +1,309 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/custos-audit/custos/api"
+	"github.com/custos-audit/custos/auth"
+	"github.com/custos-audit/custos/ingest"
+	"github.com/custos-audit/custos/simulate"
+	"github.com/custos-audit/custos/store"
+)
+
+func runBench(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] != "ingest" {
+		return usagef("usage: custos bench ingest [flags]  (see custos bench ingest -h)")
+	}
+	fs := flag.NewFlagSet("bench ingest", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: custos bench ingest [flags]\n\nMeasures end-to-end durable HTTP ingest: an in-process server on loopback,\nsimulator records posted by concurrent clients, then a seal to report bytes\nper record on disk and memory use.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	var (
+		records  = fs.Int("records", 1_000_000, "records to ingest")
+		clients  = fs.Int("clients", 4, "concurrent HTTP clients")
+		batch    = fs.Int("batch", 2000, "records per request")
+		users    = fs.Int("users", 5000, "simulated users")
+		seed     = fs.Int64("seed", 1, "simulator seed")
+		dataDir  = fs.String("data", "", "data directory (default: a temporary one, removed afterwards)")
+		memLimit = fs.String("memory-limit", "4GB", "DuckDB memory limit")
+		asJSON   = fs.Bool("json", false, "print the result as one JSON object")
+	)
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	dir := *dataDir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "custos-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+
+	// Generate the input first so its cost is not measured.
+	input := filepath.Join(dir, "bench-input.ndjson")
+	rawBytes, err := benchInput(input, *records, *users, *seed)
+	if err != nil {
+		return err
+	}
+
+	reg, err := auth.Open(filepath.Join(dir, "auth.json"))
+	if err != nil {
+		return err
+	}
+	if _, ok := reg.Tenant("bench"); !ok {
+		if _, err := reg.CreateTenant("bench", "benchmark"); err != nil {
+			return err
+		}
+	}
+	_, token, err := reg.CreateToken("bench", auth.RoleIngest, "bench", nil)
+	if err != nil {
+		return err
+	}
+	db, err := store.Open(filepath.Join(dir, "store"), store.Options{MemoryLimit: *memLimit, MinFreeBytes: -1})
+	if err != nil {
+		return err
+	}
+	promReg := prometheus.NewRegistry()
+	srv := &http.Server{Handler: api.New(api.Config{
+		Registry: reg, Reader: db, Ready: db.Ready,
+		Ingest:  ingest.New(db, ingest.Config{Registerer: promReg}),
+		Metrics: promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}),
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	url := "http://" + ln.Addr().String() + "/api/v1/tenants/bench/records"
+
+	f, err := os.Open(input)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var (
+		mu        sync.Mutex
+		sc        = bufio.NewScanner(f)
+		lats      []time.Duration
+		sent      atomic.Int64
+		accepted  atomic.Int64
+		retries   atomic.Int64
+		firstErr  error
+		errOnce   sync.Once
+		wg        sync.WaitGroup
+		httpc     = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *clients}}
+		progressT = time.NewTicker(2 * time.Second)
+	)
+	sc.Buffer(make([]byte, 1<<20), 2<<20)
+	next := func() []byte { // the next batch as an NDJSON body
+		mu.Lock()
+		defer mu.Unlock()
+		var b bytes.Buffer
+		for n := 0; n < *batch && sc.Scan(); n++ {
+			b.Write(sc.Bytes())
+			b.WriteByte('\n')
+		}
+		return b.Bytes()
+	}
+	start := time.Now()
+	go func() {
+		for range progressT.C {
+			n := sent.Load()
+			fmt.Fprintf(os.Stderr, "\r%d/%d records, %.0f rec/s   ", n, *records, float64(n)/time.Since(start).Seconds())
+		}
+	}()
+	for range *clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for body := next(); len(body) > 0 && ctx.Err() == nil; body = next() {
+				n := int64(bytes.Count(body, []byte("\n")))
+				for {
+					t0 := time.Now()
+					req, _ := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(body))
+					req.Header.Set("Authorization", "Bearer "+token)
+					req.Header.Set("Content-Type", "application/x-ndjson")
+					resp, err := httpc.Do(req)
+					if err != nil {
+						errOnce.Do(func() { firstErr = err })
+						return
+					}
+					var res ingest.Result
+					json.NewDecoder(resp.Body).Decode(&res)
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+						retries.Add(1)
+						time.Sleep(50 * time.Millisecond)
+						continue
+					}
+					if resp.StatusCode != 200 {
+						errOnce.Do(func() { firstErr = fmt.Errorf("ingest answered %d", resp.StatusCode) })
+						return
+					}
+					d := time.Since(t0)
+					mu.Lock()
+					lats = append(lats, d)
+					mu.Unlock()
+					accepted.Add(int64(res.Accepted))
+					sent.Add(n)
+					break
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	progressT.Stop()
+	fmt.Fprintln(os.Stderr)
+	if firstErr != nil {
+		db.Close()
+		return fmt.Errorf("benchmark client: %w", firstErr)
+	}
+	rssIngest := vmHWM()
+
+	// Time until everything acknowledged is queryable and then sealed.
+	t0 := time.Now()
+	if _, err := db.Count(ctx, "bench", store.Query{}); err != nil {
+		return err
+	}
+	queryable := time.Since(t0)
+	t0 = time.Now()
+	if err := db.Seal(ctx); err != nil {
+		return err
+	}
+	sealTime := time.Since(t0)
+	st := db.Stats()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	if err := db.Close(); err != nil {
+		return err
+	}
+
+	slices.Sort(lats)
+	pct := func(p float64) time.Duration {
+		if len(lats) == 0 {
+			return 0
+		}
+		return lats[int(float64(len(lats)-1)*p)]
+	}
+	res := map[string]any{
+		"records":              sent.Load(),
+		"accepted":             accepted.Load(),
+		"clients":              *clients,
+		"batch":                *batch,
+		"raw_bytes_per_record": rawBytes / max(int64(*records), 1),
+		"elapsed_s":            round2(elapsed.Seconds()),
+		"records_per_s":        int64(float64(sent.Load()) / elapsed.Seconds()),
+		"mb_per_s":             round2(float64(rawBytes) / elapsed.Seconds() / 1e6),
+		"ack_p50_ms":           round2(pct(0.5).Seconds() * 1000),
+		"ack_p99_ms":           round2(pct(0.99).Seconds() * 1000),
+		"retries_429_503":      retries.Load(),
+		"queryable_after_ms":   queryable.Milliseconds(),
+		"seal_s":               round2(sealTime.Seconds()),
+		"sealed_parts":         st.SealedParts,
+		"sealed_bytes":         st.SealedBytes,
+		"sealed_bytes_per_rec": round2(float64(st.SealedBytes) / float64(max(st.SealedRecords, 1))),
+		"peak_rss_mb":          rssIngest >> 20,
+		"go_heap_mb":           ms.HeapInuse >> 20,
+		"dedup_ids":            st.DedupIDs,
+		"gomaxprocs":           runtime.GOMAXPROCS(0),
+	}
+	if *asJSON {
+		return json.NewEncoder(os.Stdout).Encode(res)
+	}
+	keys := make([]string, 0, len(res))
+	for k := range res {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Printf("%-22s %v\n", k, res[k])
+	}
+	return nil
+}
+
+func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
+
+// benchInput writes n simulator records to path unless it already holds
+// them, and returns the raw byte count.
+func benchInput(path string, n, users int, seed int64) (int64, error) {
+	if fi, err := os.Stat(path + ".done"); err == nil && fi.Size() > 0 {
+		b, _ := os.ReadFile(path + ".done")
+		if parts := strings.Fields(string(b)); len(parts) == 2 && parts[0] == strconv.Itoa(n) {
+			size, _ := strconv.ParseInt(parts[1], 10, 64)
+			return size, nil
+		}
+	}
+	// Enough days that users*rate*days covers n records.
+	days := max(1, n/(users*simulate.DefaultRate)+1)
+	g, err := simulate.New(simulate.Config{Tenant: "bench", Users: users, Days: days, Seed: seed})
+	if err != nil {
+		return 0, err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	var size int64
+	for i := 0; i < n; i++ {
+		rec, ok := g.Next()
+		if !ok {
+			break
+		}
+		w.Write(rec)
+		w.WriteByte('\n')
+		size += int64(len(rec))
+		if i%500000 == 0 && i > 0 {
+			fmt.Fprintf(os.Stderr, "\rgenerating input: %d/%d", i, n)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return 0, err
+	}
+	if err := f.Close(); err != nil {
+		return 0, err
+	}
+	fmt.Fprintf(os.Stderr, "\rgenerated %d records (%d MB) in %s\n", n, size>>20, path)
+	return size, os.WriteFile(path+".done", []byte(fmt.Sprintf("%d %d", n, size)), 0o644)
+}
+
+// vmHWM is the process's peak resident memory in bytes (Linux).
+func vmHWM() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
