@@ -54,7 +54,7 @@ type Record struct {
 	MailAccessType     string   // OperationProperties MailAccessType: Bind or Sync
 	IsThrottled        bool     // OperationProperties IsThrottled
 	OperationCount     int64    // Absent-free: 0 when missing
-	InternetMessageIDs []string // Folders[].FolderItems[].InternetMessageId
+	InternetMessageIDs []string // InternetMessageId of Folders[].FolderItems[], then AffectedItems[], then Item
 	ExternalAccess     bool
 
 	// Raw is the record exactly as received (surrounding whitespace trimmed).
