@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,12 +49,17 @@ func runBench(ctx context.Context, args []string) error {
 		dataDir  = fs.String("data", "", "data directory (default: a temporary one, removed afterwards)")
 		memLimit = fs.String("memory-limit", "4GB", "DuckDB memory limit")
 		asJSON   = fs.Bool("json", false, "print the result as one JSON object")
+		cpuProf  = fs.String("cpuprofile", "", "write a CPU profile of the ingest phase to this file")
 	)
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
 	dir := *dataDir
-	if dir == "" {
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	} else {
 		d, err := os.MkdirTemp("", "custos-bench-")
 		if err != nil {
 			return err
@@ -129,6 +135,16 @@ func runBench(ctx context.Context, args []string) error {
 		}
 		return b.Bytes()
 	}
+	if *cpuProf != "" {
+		pf, err := os.Create(*cpuProf)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	start := time.Now()
 	go func() {
 		for range progressT.C {
@@ -178,6 +194,9 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	if *cpuProf != "" {
+		pprof.StopCPUProfile()
+	}
 	progressT.Stop()
 	fmt.Fprintln(os.Stderr)
 	if firstErr != nil {
