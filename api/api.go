@@ -308,9 +308,11 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, p auth.Prin
 
 func (s *Server) ingestRecords(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 	ct := strings.ToLower(strings.TrimSpace(strings.Split(r.Header.Get("Content-Type"), ";")[0]))
+	ndjson := false
 	switch ct {
-	case "", "application/json", "application/x-ndjson", "application/ndjson", "application/jsonl",
-		"application/x-jsonlines", "text/plain", "application/octet-stream":
+	case "application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines":
+		ndjson = true
+	case "", "application/json", "text/plain", "application/octet-stream":
 	default:
 		writeError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("unsupported Content-Type %q: send NDJSON (application/x-ndjson) or a JSON array (application/json)", ct))
 		return
@@ -330,6 +332,8 @@ func (s *Server) ingestRecords(w http.ResponseWriter, r *http.Request, p auth.Pr
 		Body:     http.MaxBytesReader(w, r.Body, limit),
 		Encoding: r.Header.Get("Content-Encoding"),
 		Mapping:  r.URL.Query().Get("mapping"),
+		NDJSON:   ndjson,
+		SizeHint: r.ContentLength,
 	})
 	switch {
 	case err == nil:

@@ -349,12 +349,17 @@ func TestIngestEncodingsAndArrays(t *testing.T) {
 	if r.status != 200 || res.Accepted != 2 || res.Rejected != 1 || !strings.Contains(res.Errors[0].Error, "malformed JSON array") {
 		t.Fatalf("broken array: %d %+v", r.status, res)
 	}
+	// Declared NDJSON is read line by line even when a line starts with '['.
+	r, res = e.ingest("alpha", e.tokens["alpha/ingest"], "[1,2]\n"+rec("n1", now, ""), "Content-Type", "application/x-ndjson")
+	if r.status != 200 || res.Accepted != 1 || res.Rejected != 1 || res.Errors[0].Line != 1 {
+		t.Fatalf("ndjson starting with '[': %d %+v", r.status, res)
+	}
 	// Raw bytes are kept exactly.
 	raw := e.do("GET", "/api/v1/tenants/alpha/records?from=2026-06-02&to=2026-06-03", e.tokens["alpha/read"], nil)
 	if !bytes.Contains(raw.body, []byte(`"ClientIP":"[fdfd::555]:12346"`)) {
 		t.Fatalf("raw record altered: %s", raw.body)
 	}
-	if got := e.idsOf("alpha"); !slices.Equal(got, []string{"g1", "g2", "j1", "j2", "k1", "k2", "z1"}) {
+	if got := e.idsOf("alpha"); !slices.Equal(got, []string{"g1", "g2", "j1", "j2", "k1", "k2", "n1", "z1"}) {
 		t.Fatalf("stored %v", got)
 	}
 }

@@ -71,6 +71,8 @@ type Batch struct {
 	Body     io.Reader // the request body, still encoded
 	Encoding string    // Content-Encoding: "", "identity", "gzip" or "zstd"
 	Mapping  string    // name of a configured mapping; "" for Microsoft 365 records
+	NDJSON   bool      // the sender declared NDJSON: never read the body as one JSON array
+	SizeHint int64     // expected encoded body size (Content-Length), to size the read buffer
 }
 
 // Service ingests batches into a store.
@@ -125,7 +127,7 @@ func (s *Service) Ingest(ctx context.Context, b Batch) (Result, error) {
 		}
 		parse = m.Parse
 	}
-	body, err := s.readBody(b.Body, b.Encoding)
+	body, err := s.readBody(b.Body, b.Encoding, b.SizeHint)
 	if err != nil {
 		return Result{}, err
 	}
@@ -152,7 +154,7 @@ func (s *Service) Ingest(ctx context.Context, b Batch) (Result, error) {
 		recs = append(recs, r)
 		idx = append(idx, i)
 	}
-	if isArray(body) {
+	if !b.NDJSON && isArray(body) {
 		splitArray(body, add, &res)
 	} else {
 		splitLines(body, add)
@@ -175,7 +177,7 @@ func (s *Service) Ingest(ctx context.Context, b Batch) (Result, error) {
 	return res, nil
 }
 
-func (s *Service) readBody(body io.Reader, encoding string) ([]byte, error) {
+func (s *Service) readBody(body io.Reader, encoding string, hint int64) ([]byte, error) {
 	var r io.Reader = body
 	switch strings.ToLower(strings.TrimSpace(encoding)) {
 	case "", "identity":
@@ -198,7 +200,14 @@ func (s *Service) readBody(body io.Reader, encoding string) ([]byte, error) {
 	}
 	// Read one byte past the limit to tell "exactly at" from "over", and
 	// never more, so a compression bomb cannot exhaust memory.
-	data, err := io.ReadAll(io.LimitReader(r, s.maxBody+1))
+	// Growing a buffer by doubling clears and copies it repeatedly; for an
+	// uncompressed body the length is known up front.
+	var buf bytes.Buffer
+	if hint > 0 && hint <= s.maxBody && (encoding == "" || encoding == "identity") {
+		buf.Grow(int(hint) + bytes.MinRead)
+	}
+	_, err := buf.ReadFrom(io.LimitReader(r, s.maxBody+1))
+	data := buf.Bytes()
 	if err != nil {
 		var mbe interface{ MaxBytes() int64 }
 		if errors.As(err, &mbe) {

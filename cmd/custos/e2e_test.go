@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -292,4 +293,71 @@ func TestBootstrapToken(t *testing.T) {
 		t.Fatal("restart created another bootstrap token")
 	}
 	s.mustCall("GET", "/api/v1/tenants", tok, nil, 200)
+}
+
+// runCLI runs this binary as custos with args and returns stdout.
+func runCLI(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(append(os.Environ(), "CUSTOS_TEST_MAIN=1"), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("custos %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String()
+}
+
+// TestDuplicateIngestOfSimulatorFile: a simulator file ingested twice, and
+// then shuffled, leaves exactly the file's records, once each.
+func TestDuplicateIngestOfSimulatorFile(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, data)
+	env := []string{"CUSTOS_SERVER=" + s.url, "CUSTOS_TOKEN=" + s.adminToken()}
+	runCLI(t, env, "tenant", "create", "--id", "contoso")
+	out := runCLI(t, env, "token", "create", "--tenant", "contoso", "--role", "ingest")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	ingestEnv := []string{"CUSTOS_SERVER=" + s.url, "CUSTOS_TOKEN=" + lines[len(lines)-1]}
+
+	file := filepath.Join(t.TempDir(), "sim.ndjson")
+	runCLI(t, nil, "simulate", "--tenant", "contoso", "--users", "30", "--days", "3", "--start", "2026-03-02",
+		"--seed", "9", "--scenario", "storm-0558", "--out", file, "--quiet")
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	type counts struct{ Accepted, Duplicate, Rejected int }
+	ingestFile := func(f string) counts {
+		out := runCLI(t, ingestEnv, "ingest", "--tenant", "contoso", "--json", "--quiet", f)
+		outLines := strings.Split(strings.TrimSpace(out), "\n")
+		var c counts
+		if err := json.Unmarshal([]byte(outLines[len(outLines)-1]), &c); err != nil {
+			t.Fatalf("--json last line %q: %v", outLines[len(outLines)-1], err)
+		}
+		return c
+	}
+	if c := ingestFile(file); c.Accepted != len(recs) || c.Duplicate != 0 || c.Rejected != 0 {
+		t.Fatalf("first ingest %+v, want %d accepted", c, len(recs))
+	}
+	if c := ingestFile(file); c.Accepted != 0 || c.Duplicate != len(recs) {
+		t.Fatalf("second ingest %+v, want %d duplicates", c, len(recs))
+	}
+	shuffled := slices.Clone(recs)
+	rand.New(rand.NewPCG(3, 3)).Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+	sf := filepath.Join(t.TempDir(), "shuffled.ndjson")
+	os.WriteFile(sf, []byte(strings.Join(shuffled, "\n")+"\n"), 0o644)
+	if c := ingestFile(sf); c.Accepted != 0 || c.Duplicate != len(recs) {
+		t.Fatalf("shuffled ingest %+v, want %d duplicates", c, len(recs))
+	}
+
+	var readTok struct{ Token string }
+	json.Unmarshal(s.mustCall("POST", "/api/v1/tokens", s.adminToken(), []byte(`{"tenant":"contoso","role":"read"}`), 201), &readTok)
+	got := strings.Split(strings.TrimSpace(string(s.mustCall("GET", "/api/v1/tenants/contoso/records", readTok.Token, nil, 200))), "\n")
+	want := slices.Clone(recs)
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("stored contents differ from the file: %d stored, %d in file", len(got), len(want))
+	}
 }

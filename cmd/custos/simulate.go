@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/custos-audit/custos/client"
 	"github.com/custos-audit/custos/simulate"
 )
 
@@ -44,18 +46,23 @@ flags:
 		offset    = fs.Duration("utc-offset", 0, "tenant time zone as an offset from UTC, e.g. 1h or -5h; working hours are local")
 		out       = fs.String("out", "-", "output file, '-' for stdout")
 		labels    = fs.String("labels", "", "write one JSON line per injected record to this file: {\"id\",\"scenario\",\"entity\"}")
-		server    = fs.String("server", "", "post the records to this custos server instead of writing them")
-		_         = fs.String("token", "", "API token for --server") // for the server client, not wired yet
+		server    = fs.String("server", "", "post the records to this custos server instead of writing them (token: --token or $CUSTOS_TOKEN)")
+		token     = fs.String("token", "", "API token for --server (default $CUSTOS_TOKEN)")
 		quiet     = fs.Bool("quiet", false, "no progress or summary on stderr")
 	)
-	if err := parseFlags(fs, args); err != nil {
-		return err
+	// No environment fallback here: a CUSTOS_SERVER exported for other
+	// commands must not turn a file-writing simulation into a posting one.
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
-	if *server != "" {
-		return usagef("--server: posting to a server is not supported yet; write NDJSON with --out and send it with 'custos ingest'")
+	if *server != "" && *out != "-" {
+		return usagef("--server and --out exclude each other")
 	}
 	if *tenant == "" {
 		return usagef("--tenant is required")
@@ -96,7 +103,26 @@ flags:
 
 	var w io.Writer = os.Stdout
 	var outFile *os.File
-	if *out != "-" {
+	var posted chan error
+	var up *client.Uploader
+	var pw *io.PipeWriter
+	if *server != "" {
+		cf := clientFlags{server: *server, token: *token}
+		c, err := cf.client(osEnv())
+		if err != nil {
+			return err
+		}
+		up = c.NewUploader(*tenant, client.UploadOptions{})
+		var pr *io.PipeReader
+		pr, pw = io.Pipe()
+		w = pw
+		posted = make(chan error, 1)
+		go func() {
+			err := up.Upload(ctx, "simulate", pr)
+			pr.CloseWithError(err) // unblocks the generator if the upload stopped
+			posted <- err
+		}()
+	} else if *out != "-" {
 		f, err := os.Create(*out)
 		if err != nil {
 			return err
@@ -146,6 +172,17 @@ flags:
 	}
 	if err := bw.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", *out, err)
+	}
+	if up != nil {
+		pw.Close()
+		uerr := <-posted
+		sum, cerr := up.Close(ctx)
+		if !*quiet {
+			fmt.Fprintf(os.Stderr, "posted to %s: %d accepted, %d duplicate, %d rejected\n", *server, sum.Accepted, sum.Duplicate, sum.Rejected)
+		}
+		if err := errors.Join(uerr, cerr); err != nil {
+			return fmt.Errorf("posting to %s: %w", *server, err)
+		}
 	}
 	if outFile != nil {
 		if err := outFile.Close(); err != nil {
