@@ -216,8 +216,16 @@ func sqlTimestamp(t time.Time) string {
 }
 
 // parquetOptions: zstd, row groups small enough that per-user pruning by
-// min/max statistics pays off on files sorted by user.
-const parquetOptions = "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 9, ROW_GROUP_SIZE 61440"
+// min/max statistics pays off on files sorted by user. Seals run while
+// ingest is busy and use a cheap level; compaction rewrites a day once it is
+// quiet and can afford a dense one.
+func parquetOptions(level int) string {
+	z := 3
+	if level > 0 {
+		z = 9
+	}
+	return fmt.Sprintf("FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL %d, ROW_GROUP_SIZE 61440", z)
+}
 
 // writePart runs sel into a new Parquet file of tenant and day, sorted by
 // user then time, makes it durable and returns its catalog entry. The file
@@ -235,7 +243,7 @@ func (db *DB) writePart(ctx context.Context, tenant, day string, level int, sel 
 	defer os.Remove(tmp)
 
 	copySQL := fmt.Sprintf("COPY (%s ORDER BY user_id NULLS LAST, creation_time, id) TO %s (%s)",
-		sel, sqlString(tmp), parquetOptions)
+		sel, sqlString(tmp), parquetOptions(level))
 	if _, err := db.sql.ExecContext(ctx, copySQL); err != nil {
 		return Part{}, fmt.Errorf("write part %s: %w", rel, err)
 	}
