@@ -457,3 +457,19 @@ func TestKill9Writer(t *testing.T) {
 		fmt.Println("ack " + strings.Join(ids, ","))
 	}
 }
+
+func TestDiskHeadroomRefusesWrites(t *testing.T) {
+	opts := testOptions()
+	opts.MinFreeBytes = 1 << 62 // more than any disk has
+	db := openTest(t, t.TempDir(), opts)
+	defer db.Close()
+	if _, err := db.Append(ctx, mkrecs("acme", 3, time.Now(), time.Second)); err != ErrNoSpace {
+		t.Fatalf("append without headroom: %v, want ErrNoSpace", err)
+	}
+	if db.Ready() != ErrNoSpace {
+		t.Fatalf("ready: %v", db.Ready())
+	}
+	if n, _ := db.Count(ctx, "acme", Query{}); n != 0 {
+		t.Fatalf("%d records stored without headroom", n)
+	}
+}
