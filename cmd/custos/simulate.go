@@ -299,7 +299,7 @@ func (p *simProgress) update(st simulate.Stats) {
 	p.last = now
 	el := now.Sub(p.start).Seconds()
 	msg := fmt.Sprintf("simulate: %d records, %s, %.0f rec/s, at %s",
-		st.Records, simBytes(st.Bytes), float64(st.Records)/el, st.Last.Format("2006-01-02T15:04"))
+		st.Records, sizeString(st.Bytes), float64(st.Records)/el, st.Last.Format("2006-01-02T15:04"))
 	if p.tty {
 		fmt.Fprintf(p.w, "\r\033[K%s", msg)
 	} else {
@@ -317,7 +317,7 @@ func (p *simProgress) done(st simulate.Stats, scen []simulate.ScenarioInfo) {
 	el := time.Since(p.start)
 	var b strings.Builder
 	fmt.Fprintf(&b, "custos simulate: %d records, %s, in %s (%.0f rec/s)",
-		st.Records, simBytes(st.Bytes), el.Round(time.Millisecond), float64(st.Records)/el.Seconds())
+		st.Records, sizeString(st.Bytes), el.Round(time.Millisecond), float64(st.Records)/el.Seconds())
 	if st.Records > 0 {
 		fmt.Fprintf(&b, ", %s to %s", st.First.Format("2006-01-02T15:04:05"), st.Last.Format("2006-01-02T15:04:05"))
 	}
@@ -335,14 +335,3 @@ func (p *simProgress) done(st simulate.Stats, scen []simulate.ScenarioInfo) {
 	fmt.Fprintln(p.w, b.String())
 }
 
-func simBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}
