@@ -334,4 +334,3 @@ func (p *simProgress) done(st simulate.Stats, scen []simulate.ScenarioInfo) {
 	}
 	fmt.Fprintln(p.w, b.String())
 }
-
