@@ -129,11 +129,6 @@ func (s *Server) AddTenant(id string) {
 	s.tenants[id] = tenant{ID: id, Name: id, Created: time.Now().UTC()}
 }
 
-// NewToken creates a token directly and returns it.
-func (s *Server) NewToken(tenant, role string) string {
-	return s.newToken(tenant, role, "", nil)
-}
-
 func (s *Server) newToken(tenant, role, name string, expires *time.Time) string {
 	b := make([]byte, 16)
 	rand.Read(b)
