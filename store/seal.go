@@ -27,37 +27,78 @@ func (db *DB) sealLoop() {
 	go func() { <-db.stop; cancel() }()
 	var lastDisk time.Time
 	for {
+		var req *sealRequest
 		select {
 		case <-db.stop:
 			return
 		case <-tick.C:
+		case r := <-db.sealq:
+			req = &r
 		}
 		if time.Since(lastDisk) > 5*time.Second {
 			db.checkDisk()
 			lastDisk = time.Now()
 		}
-		if db.failure.Load() != nil {
+		if req != nil {
+			req.done <- req.fn(ctx)
 			continue
 		}
-		if db.sealDue() {
-			db.rotateForSeal()
+		db.maintain(ctx, false)
+		if ctx.Err() != nil {
+			return
 		}
-		if err := db.sealPending(ctx); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
+	}
+}
+
+// sealRequest is work handed to the seal loop by another goroutine, so
+// that only the loop ever touches the catalog and the sealing queue.
+type sealRequest struct {
+	fn   func(context.Context) error
+	done chan error
+}
+
+// onSealLoop runs fn on the seal loop and returns its error.
+func (db *DB) onSealLoop(ctx context.Context, fn func(context.Context) error) error {
+	req := sealRequest{fn: fn, done: make(chan error, 1)}
+	select {
+	case db.sealq <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-db.stop:
+		return ErrClosed
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// maintain runs one round of the seal loop's work: seal the head when it is
+// due (or forced), compact, evict idle dedup partitions.
+func (db *DB) maintain(ctx context.Context, force bool) error {
+	if f := db.failure.Load(); f != nil {
+		return *f
+	}
+	if force || db.sealDue() {
+		db.rotateForSeal()
+	}
+	if err := db.sealPending(ctx); err != nil {
+		if ctx.Err() == nil {
 			db.sealErrs.Add(1)
 			db.log.Error("seal failed; the head stays in memory and the WAL keeps its records", "err", err)
-			continue
 		}
-		if err := db.compact(ctx, time.Now()); err != nil && ctx.Err() == nil {
-			db.log.Error("compaction failed", "err", err)
-		}
-		v := db.acquire()
-		through := v.cat.SealedThrough
-		db.release(v)
-		db.dedup.evict(time.Now(), db.opts.DedupWindow, 10*time.Minute, through)
+		return err
 	}
+	if err := db.compact(ctx, time.Now()); err != nil && ctx.Err() == nil {
+		db.log.Error("compaction failed", "err", err)
+	}
+	v := db.acquire()
+	through := v.cat.SealedThrough
+	db.release(v)
+	db.dedup.evict(time.Now(), db.opts.DedupWindow, 10*time.Minute, through)
+	return nil
 }
 
 func (db *DB) sealDue() bool {
@@ -84,31 +125,15 @@ func (db *DB) rotateForSeal() {
 	}
 }
 
-// Seal writes everything in the head to Parquet now. Tests and shutdown use
-// it; in normal running the seal loop decides.
+// Seal writes everything acknowledged before the call to Parquet now.
+// Tests and operators use it; in normal running the seal loop decides.
 func (db *DB) Seal(ctx context.Context) error {
-	db.rotateForSeal()
-	return db.waitSealed(ctx)
-}
-
-func (db *DB) waitSealed(ctx context.Context) error {
-	want := db.committed.Load()
-	for {
-		v := db.acquire()
-		through := v.cat.SealedThrough
-		db.release(v)
-		if through >= want {
-			return nil
-		}
-		if f := db.failure.Load(); f != nil {
-			return *f
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
+	// Rotating only after the loader has caught up makes the frozen
+	// generation hold every record acknowledged so far.
+	if err := db.waitLoaded(ctx); err != nil {
+		return err
 	}
+	return db.onSealLoop(ctx, func(ctx context.Context) error { return db.maintain(ctx, true) })
 }
 
 // sealPending seals frozen generations, oldest first. A generation that

@@ -131,6 +131,7 @@ type DB struct {
 	queued  atomic.Int64 // raw bytes accepted by Append and not yet committed
 	loadq   chan loadJob
 	rotateq chan chan *headGen
+	sealq   chan sealRequest
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	failure atomic.Pointer[error] // set when a WAL write failed; writes are refused until restart
@@ -160,6 +161,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		queue:    make(chan *appendReq, 4096),
 		loadq:    make(chan loadJob, 64),
 		rotateq:  make(chan chan *headGen),
+		sealq:    make(chan sealRequest),
 		stop:     make(chan struct{}),
 		loadedCh: make(chan struct{}),
 	}

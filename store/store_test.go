@@ -195,7 +195,8 @@ func TestLateRecordsAndCompaction(t *testing.T) {
 	}
 	before := contents(t, db, "acme")
 	// The day is long past and quiet once CompactAfter has elapsed.
-	if err := db.compact(ctx, time.Now().Add(opts.CompactAfter+time.Hour)); err != nil {
+	late := time.Now().Add(opts.CompactAfter + time.Hour)
+	if err := db.onSealLoop(ctx, func(ctx context.Context) error { return db.compact(ctx, late) }); err != nil {
 		t.Fatalf("compact: %v", err)
 	}
 	parts := db.Parts()
