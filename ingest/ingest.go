@@ -132,8 +132,15 @@ func (s *Service) Ingest(ctx context.Context, b Batch) (Result, error) {
 		return Result{}, err
 	}
 	var res Result
-	var recs []audit.Record
-	var idx []int // batch index of each record in recs
+	// Records are large; growing the slice by doubling would copy each
+	// several times. One per line is exact for NDJSON; a pretty-printed
+	// array has many lines per record, so guess from the size instead.
+	est := len(body)/1024 + 1
+	if b.NDJSON || !isArray(body) {
+		est = bytes.Count(body, []byte{'\n'}) + 1
+	}
+	recs := make([]audit.Record, 0, est)
+	idx := make([]int, 0, est) // batch index of each record in recs
 	now := s.now()
 	add := func(i, line int, raw []byte) {
 		if len(raw) > audit.MaxRecordSize {

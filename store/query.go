@@ -18,14 +18,14 @@ type Query struct {
 }
 
 // sources returns the SQL relations holding the tenant's records in view v
-// that may overlap q: head tables and one read_parquet over the pruned
+// that may overlap q: head scans and one read_parquet over the pruned
 // sealed parts. Only the tenant's own tables and files can ever be named,
 // which is what isolates tenants here.
 func (db *DB) sources(v *view, tenant string, q Query) []string {
 	var out []string
 	for _, g := range v.gens {
-		if t, ok := g.table(tenant); ok {
-			out = append(out, t)
+		if g.has(tenant) {
+			out = append(out, headSQL(g, tenant, q.From, q.To, false))
 		}
 	}
 	parts := v.cat.parts(tenant, q.From, q.To)
@@ -65,9 +65,6 @@ func union(sources []string, cols, where string) string {
 
 // Records implements Store.
 func (db *DB) Records(ctx context.Context, tenant string, q Query, fn func(*audit.Record) error) error {
-	if err := db.waitLoaded(ctx); err != nil {
-		return err
-	}
 	v := db.acquire()
 	defer db.release(v)
 	srcs := db.sources(v, tenant, q)
@@ -97,9 +94,6 @@ func (db *DB) Records(ctx context.Context, tenant string, q Query, fn func(*audi
 
 // Count implements Store.
 func (db *DB) Count(ctx context.Context, tenant string, q Query) (int64, error) {
-	if err := db.waitLoaded(ctx); err != nil {
-		return 0, err
-	}
 	v := db.acquire()
 	defer db.release(v)
 	srcs := db.sources(v, tenant, q)

@@ -125,15 +125,15 @@ func runBench(ctx context.Context, args []string) error {
 		progressT = time.NewTicker(2 * time.Second)
 	)
 	sc.Buffer(make([]byte, 1<<20), 2<<20)
-	next := func() []byte { // the next batch as an NDJSON body
+	next := func(b []byte) []byte { // the next batch as an NDJSON body, in b's storage
 		mu.Lock()
 		defer mu.Unlock()
-		var b bytes.Buffer
+		b = b[:0]
 		for n := 0; n < *batch && sc.Scan(); n++ {
-			b.Write(sc.Bytes())
-			b.WriteByte('\n')
+			b = append(b, sc.Bytes()...)
+			b = append(b, '\n')
 		}
-		return b.Bytes()
+		return b
 	}
 	if *cpuProf != "" {
 		pf, err := os.Create(*cpuProf)
@@ -156,7 +156,7 @@ func runBench(ctx context.Context, args []string) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for body := next(); len(body) > 0 && ctx.Err() == nil; body = next() {
+			for body := next(nil); len(body) > 0 && ctx.Err() == nil; body = next(body) {
 				n := int64(bytes.Count(body, []byte("\n")))
 				for {
 					t0 := time.Now()
