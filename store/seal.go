@@ -112,7 +112,6 @@ func (db *DB) sealDue() bool {
 	return g.bytes.Load() >= db.opts.SealBytes || time.Since(first) >= db.opts.SealInterval
 }
 
-
 // Seal writes everything acknowledged before the call to Parquet now.
 // Tests and operators use it; in normal running the seal loop decides.
 func (db *DB) Seal(ctx context.Context) error {
@@ -177,8 +176,6 @@ func (db *DB) sealGen(ctx context.Context, g *headGen) error {
 		"sealed_through", cat.SealedThrough, "elapsed", time.Since(start).Round(time.Millisecond))
 	return nil
 }
-
-
 
 func (db *DB) removeParts(parts []Part) {
 	for _, p := range parts {

@@ -158,13 +158,13 @@ type DB struct {
 func Open(dir string, opts Options) (*DB, error) {
 	opts.setDefaults()
 	db := &DB{
-		dir:      dir,
-		opts:     opts,
-		log:      opts.Logger,
-		queue:    make(chan *appendReq, 4096),
-		sealq:    make(chan sealRequest),
-		stop:     make(chan struct{}),
-		freed:    make(chan struct{}),
+		dir:   dir,
+		opts:  opts,
+		log:   opts.Logger,
+		queue: make(chan *appendReq, 4096),
+		sealq: make(chan sealRequest),
+		stop:  make(chan struct{}),
+		freed: make(chan struct{}),
 	}
 	db.diskOK.Store(true)
 	for _, d := range []string{dir, db.path("blocks"), db.path("tmp")} {
@@ -668,4 +668,3 @@ func (db *DB) fail(err error) {
 	db.failure.CompareAndSwap(nil, &err)
 	db.log.Error("store failed; refusing writes until restart", "err", err)
 }
-
