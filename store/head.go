@@ -119,8 +119,32 @@ func (g *headGen) tenantDays() map[string][]string {
 // which DuckDB binds by id. A generation is registered while any view may
 // name it.
 type headRegistry struct {
-	mu   sync.Mutex
-	gens map[int]*headGen
+	mu      sync.Mutex
+	gens    map[int]*headGen
+	runs    map[int64][]*audit.Record // sorted runs being sealed, by id
+	nextRun int64
+}
+
+// putRun registers records for custos_run and returns their id.
+func (h *headRegistry) putRun(recs []*audit.Record) int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.nextRun++
+	h.runs[h.nextRun] = recs
+	return h.nextRun
+}
+
+func (h *headRegistry) dropRun(id int64) {
+	h.mu.Lock()
+	delete(h.runs, id)
+	h.mu.Unlock()
+}
+
+func (h *headRegistry) run(id int64) ([]*audit.Record, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r, ok := h.runs[id]
+	return r, ok
 }
 
 func (h *headRegistry) put(g *headGen) {
@@ -142,10 +166,10 @@ func (h *headRegistry) get(id int) *headGen {
 }
 
 // headSQL names the relation of one tenant's records in generation g with
-// CreationTime in [from, to) (zero: unbounded), in partOrder if ordered.
-// The tenant is a bound argument of the table function: the scan can only
-// ever return that tenant's records.
-func headSQL(g *headGen, tenant string, from, to time.Time, ordered bool) string {
+// CreationTime in [from, to) (zero: unbounded). The tenant is a bound
+// argument of the table function: the scan can only ever return that
+// tenant's records.
+func headSQL(g *headGen, tenant string, from, to time.Time) string {
 	lo, hi := int64(minMicros), int64(maxMicros)
 	if !from.IsZero() {
 		lo = from.UnixMicro()
@@ -153,7 +177,7 @@ func headSQL(g *headGen, tenant string, from, to time.Time, ordered bool) string
 	if !to.IsZero() {
 		hi = to.UnixMicro()
 	}
-	return fmt.Sprintf("custos_head(%d, %s, %d, %d, %t)", g.id, sqlString(tenant), lo, hi, ordered)
+	return fmt.Sprintf("custos_head(%d, %s, %d, %d)", g.id, sqlString(tenant), lo, hi)
 }
 
 const (
@@ -161,7 +185,9 @@ const (
 	maxMicros = 1<<62 - 1
 )
 
-// registerHead installs the custos_head table function in the database.
+// registerHead installs the table functions that read the head:
+// custos_head(generation, tenant, from_us, to_us) for queries and
+// custos_run(id) for a sorted run being sealed.
 func (db *DB) registerHead(ctx context.Context) error {
 	conn, err := db.sql.Conn(ctx)
 	if err != nil {
@@ -176,32 +202,37 @@ func (db *DB) registerHead(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	boolean, err := duckdb.NewTypeInfo(duckdb.TYPE_BOOLEAN)
-	if err != nil {
-		return err
-	}
 	infos, err := headColumnInfos()
 	if err != nil {
 		return err
 	}
 	fn := duckdb.ChunkTableFunction{
-		Config: duckdb.TableFunctionConfig{Arguments: []duckdb.TypeInfo{bigint, varchar, bigint, bigint, boolean}},
+		Config: duckdb.TableFunctionConfig{Arguments: []duckdb.TypeInfo{bigint, varchar, bigint, bigint}},
 		BindArguments: func(_ map[string]any, args ...any) (duckdb.ChunkTableSource, error) {
-			id, tenant, lo, hi, ordered := args[0].(int64), args[1].(string), args[2].(int64), args[3].(int64), args[4].(bool)
+			id, tenant, lo, hi := args[0].(int64), args[1].(string), args[2].(int64), args[3].(int64)
 			g := db.heads.get(int(id))
 			if g == nil {
 				return nil, fmt.Errorf("head generation %d is gone", id)
 			}
 			batches, rows := g.snapshot(tenant)
-			s := &headScan{infos: infos, batches: batches, rows: rows, lo: lo, hi: hi}
-			if ordered {
-				s.sortRecords()
-			}
-			return s, nil
+			return &headScan{infos: infos, batches: batches, rows: rows, lo: lo, hi: hi}, nil
 		},
 	}
 	if err := duckdb.RegisterTableUDF(conn, "custos_head", fn); err != nil {
 		return fmt.Errorf("store: register head scan: %w", err)
+	}
+	run := duckdb.ChunkTableFunction{
+		Config: duckdb.TableFunctionConfig{Arguments: []duckdb.TypeInfo{bigint}},
+		BindArguments: func(_ map[string]any, args ...any) (duckdb.ChunkTableSource, error) {
+			recs, ok := db.heads.run(args[0].(int64))
+			if !ok {
+				return nil, fmt.Errorf("seal run %d is gone", args[0])
+			}
+			return &headScan{infos: infos, batches: [][]*audit.Record{recs}, rows: len(recs), lo: minMicros, hi: maxMicros}, nil
+		},
+	}
+	if err := duckdb.RegisterTableUDF(conn, "custos_run", run); err != nil {
+		return fmt.Errorf("store: register seal scan: %w", err)
 	}
 	return nil
 }
@@ -243,13 +274,15 @@ type headScan struct {
 	bi, ri  int
 }
 
-// sortRecords replaces the batches by one batch of the records in range,
-// in partOrder: user_id (empty last), creation_time, id.
-func (s *headScan) sortRecords() {
+// sortedRecords returns the records of batches with CreationTime in
+// [lo, hi) (unix microseconds) in partOrder: user_id (empty last),
+// creation_time, id. Sorting pointers in Go costs far less than DuckDB
+// sorting the wide rows.
+func sortedRecords(batches [][]*audit.Record, lo, hi int64) []*audit.Record {
 	var recs []*audit.Record
-	for _, b := range s.batches {
+	for _, b := range batches {
 		for _, r := range b {
-			if us := r.CreationTime.UnixMicro(); us >= s.lo && us < s.hi {
+			if us := r.CreationTime.UnixMicro(); us >= lo && us < hi {
 				recs = append(recs, r)
 			}
 		}
@@ -269,7 +302,33 @@ func (s *headScan) sortRecords() {
 		}
 		return strings.Compare(a.ID, b.ID)
 	})
-	s.batches, s.rows = [][]*audit.Record{recs}, len(recs)
+	return recs
+}
+
+// splitRuns cuts sorted records into at most n runs of at least min
+// records, each ending where the user changes, so that runs can be sealed
+// in parallel into parts whose user ranges do not overlap.
+func splitRuns(recs []*audit.Record, n, min int) [][]*audit.Record {
+	if n > len(recs)/min {
+		n = len(recs) / min
+	}
+	if n <= 1 {
+		return [][]*audit.Record{recs}
+	}
+	var runs [][]*audit.Record
+	size := len(recs) / n
+	for len(recs) > 0 {
+		end := size
+		if len(runs) == n-1 || end >= len(recs) {
+			end = len(recs)
+		}
+		for end < len(recs) && recs[end].UserID == recs[end-1].UserID {
+			end++
+		}
+		runs = append(runs, recs[:end])
+		recs = recs[end:]
+	}
+	return runs
 }
 
 func (s *headScan) ColumnInfos() []duckdb.ColumnInfo { return s.infos }

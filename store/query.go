@@ -25,7 +25,7 @@ func (db *DB) sources(v *view, tenant string, q Query) []string {
 	var out []string
 	for _, g := range v.gens {
 		if g.has(tenant) {
-			out = append(out, headSQL(g, tenant, q.From, q.To, false))
+			out = append(out, headSQL(g, tenant, q.From, q.To))
 		}
 	}
 	parts := v.cat.parts(tenant, q.From, q.To)

@@ -11,8 +11,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/custos-audit/custos/audit"
 	"github.com/custos-audit/custos/durable"
 )
 
@@ -133,23 +135,23 @@ func (db *DB) sealPending(ctx context.Context) error {
 
 func (db *DB) sealGen(ctx context.Context, g *headGen) error {
 	start := time.Now()
-	var parts []Part
+	var runs []sealRun
 	for tenant, days := range g.tenantDays() {
+		batches, _ := g.snapshot(tenant)
 		for _, day := range days {
 			lo, err := time.Parse(dayLayout, day)
 			if err != nil {
 				return err
 			}
-			// The head scan emits the day in partOrder itself: sorting
-			// pointers in Go is far cheaper than DuckDB sorting wide rows.
-			sel := fmt.Sprintf("SELECT %s FROM %s", columnList(), headSQL(g, tenant, lo, lo.Add(24*time.Hour), true))
-			p, err := db.writePart(ctx, tenant, day, 0, sel)
-			if err != nil {
-				db.removeParts(parts)
-				return err
+			recs := sortedRecords(batches, lo.UnixMicro(), lo.Add(24*time.Hour).UnixMicro())
+			for _, r := range splitRuns(recs, db.opts.Threads, db.minRun) {
+				runs = append(runs, sealRun{tenant, day, r})
 			}
-			parts = append(parts, p)
 		}
+	}
+	parts, err := db.writeRuns(ctx, runs)
+	if err != nil {
+		return err
 	}
 
 	v := db.acquire()
@@ -175,6 +177,44 @@ func (db *DB) sealGen(ctx context.Context, g *headGen) error {
 	db.log.Info("sealed head", "generation", g.id, "records", g.rows.Load(), "parts", len(parts),
 		"sealed_through", cat.SealedThrough, "elapsed", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// sealRun is sorted records of one tenant and day to write as one part.
+type sealRun struct {
+	tenant, day string
+	recs        []*audit.Record
+}
+
+// writeRuns writes runs to parts, up to Threads at a time: one COPY keeps
+// about one core busy, and sealing must keep pace with ingest on all of
+// them. On error no part is left behind.
+func (db *DB) writeRuns(ctx context.Context, runs []sealRun) ([]Part, error) {
+	parts := make([]Part, len(runs))
+	errs := make([]error, len(runs))
+	sem := make(chan struct{}, max(db.opts.Threads, 1))
+	var wg sync.WaitGroup
+	for i, r := range runs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			id := db.heads.putRun(r.recs)
+			defer db.heads.dropRun(id)
+			parts[i], errs[i] = db.writePart(ctx, r.tenant, r.day, 0,
+				fmt.Sprintf("SELECT %s FROM custos_run(%d)", columnList(), id))
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for i, p := range parts {
+			if errs[i] == nil {
+				os.Remove(db.path(p.Path))
+			}
+		}
+		return nil, err
+	}
+	return parts, nil
 }
 
 func (db *DB) removeParts(parts []Part) {

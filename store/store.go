@@ -149,22 +149,26 @@ type DB struct {
 	cur     *view
 	retired []*view // superseded views, oldest first, awaiting their readers
 
-	genSeq   int
-	sealing  []*headGen // rotated out of the loader, not yet sealed (sealer only)
-	sealErrs atomic.Int64
+	genSeq int
+	minRun int // fewest records worth sealing as a separate, parallel part
+
+	skipCloseSeal bool       // tests: close like a crash, leaving the head to WAL replay
+	sealing       []*headGen // rotated out of the loader, not yet sealed (sealer only)
+	sealErrs      atomic.Int64
 }
 
 // Open opens or creates the store in dir, recovering from the WAL.
 func Open(dir string, opts Options) (*DB, error) {
 	opts.setDefaults()
 	db := &DB{
-		dir:   dir,
-		opts:  opts,
-		log:   opts.Logger,
-		queue: make(chan *appendReq, 4096),
-		sealq: make(chan sealRequest),
-		stop:  make(chan struct{}),
-		freed: make(chan struct{}),
+		dir:    dir,
+		opts:   opts,
+		log:    opts.Logger,
+		queue:  make(chan *appendReq, 4096),
+		sealq:  make(chan sealRequest),
+		stop:   make(chan struct{}),
+		freed:  make(chan struct{}),
+		minRun: 50_000,
 	}
 	db.diskOK.Store(true)
 	for _, d := range []string{dir, db.path("blocks"), db.path("tmp")} {
@@ -184,6 +188,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	db.dedup = newDedupIndex(db.loadIDs)
 	db.heads.gens = map[int]*headGen{}
+	db.heads.runs = map[int64][]*audit.Record{}
 	if err := db.registerHead(context.Background()); err != nil {
 		db.sql.Close()
 		return nil, err
@@ -504,7 +509,7 @@ func (db *DB) Close() error {
 	db.wg.Wait()
 
 	var errs []error
-	if db.failure.Load() == nil {
+	if db.failure.Load() == nil && !db.skipCloseSeal {
 		// The loader has exited; rotate the active generation directly.
 		v := db.acquire()
 		active := v.gens[len(v.gens)-1]

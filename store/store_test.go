@@ -511,17 +511,26 @@ func TestHeadAndPartsReturnIdenticalRecords(t *testing.T) {
 		}
 	}
 	check("head")
+	db.skipCloseSeal = true
 	db.Close()
 	db = openTest(t, dir, testOptions())
 	defer db.Close()
+	if len(db.Parts()) != 0 {
+		t.Fatal("records were sealed before the restart; replay is not tested")
+	}
 	check("head after replay")
+	db.minRun = 200 // seal each day as parallel runs
 	if err := db.Seal(ctx); err != nil {
 		t.Fatal(err)
 	}
 	check("sealed")
 	parts := db.Parts()
-	if len(parts) < 2 {
-		t.Fatalf("expected parts for several days, got %d", len(parts))
+	perDay := map[string]int{}
+	for _, p := range parts {
+		perDay[p.Day]++
+	}
+	if len(perDay) < 2 || len(parts) <= len(perDay) {
+		t.Fatalf("expected several days sealed as several runs each, got %d parts over %d days", len(parts), len(perDay))
 	}
 	for _, p := range parts {
 		var misordered int
@@ -570,5 +579,35 @@ func TestHeadBackpressure(t *testing.T) {
 	}
 	if _, err := db.Append(ctx, mkrecs("other", 5, time.Now(), 0)); err != nil {
 		t.Fatalf("append after seal: %v", err)
+	}
+}
+
+func TestSplitRuns(t *testing.T) {
+	var recs []*audit.Record
+	for i, u := range []string{"a", "a", "a", "b", "b", "c", "d", "d", "d", "d", "e", ""} {
+		recs = append(recs, &audit.Record{ID: strconv.Itoa(i), UserID: u})
+	}
+	for _, tc := range []struct {
+		n, min int
+		want   []int // run lengths
+	}{
+		{1, 1, []int{12}},
+		{2, 100, []int{12}}, // too few records to split
+		{2, 1, []int{6, 6}}, // cut at 6 lands between c and d
+		{3, 1, []int{5, 5, 2}},
+		{4, 3, []int{3, 3, 4, 2}},
+	} {
+		var got []int
+		total := 0
+		for _, r := range splitRuns(recs, tc.n, tc.min) {
+			got = append(got, len(r))
+			total += len(r)
+			if len(r) > 0 && total < len(recs) && r[len(r)-1].UserID == recs[total].UserID {
+				t.Errorf("n=%d: run ends inside user %q", tc.n, r[len(r)-1].UserID)
+			}
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("splitRuns(n=%d, min=%d) = %v, want %v", tc.n, tc.min, got, tc.want)
+		}
 	}
 }
