@@ -163,6 +163,19 @@ func TestCorpusValues(t *testing.T) {
 			// An OWA record: AppId only, no ClientAppId anywhere.
 			return [3]any{r.AppID, r.ClientAppID, r.ClientIP}, [3]any{"00000002-0000-0ff1-ce00-000000000000", "", "192.0.2.1"}
 		}},
+		// AppAccessContext: ClientAppName and CorrelationId of SharePoint
+		// and OneDrive records, IssuedAtTime of Exchange and Teams ones.
+		{sek, 27, func(r Record) (any, any) {
+			return [3]any{r.ClientAppName, r.CorrelationID, r.IssuedAtTime}, [3]any{"MeTA", "27de65c0-1c43-4d70-9a4d-45a66418dbd6", time.Time{}}
+		}},
+		{sek, 31, func(r Record) (any, any) {
+			// The top-level CorrelationId is another value.
+			return [2]any{r.ClientAppName, r.CorrelationID}, [2]any{"f482d5ab-3acd-4c27-9721-30b09a03a648", "75b4c463-190b-46e9-b38e-00b45b967900"}
+		}},
+		{sek, 61, func(r Record) (any, any) {
+			return [3]any{r.ClientAppName, r.CorrelationID, r.IssuedAtTime}, [3]any{"", "", time.Date(2024, 6, 10, 6, 51, 28, 0, time.UTC)}
+		}},
+		{integ, 3, func(r Record) (any, any) { return r.IssuedAtTime, time.Date(2025, 9, 26, 22, 27, 27, 0, time.UTC) }},
 		{pan, 2, func(r Record) (any, any) {
 			return [3]any{r.ClientIP, r.MailAccessType, r.InternetMessageIDs},
 				[3]any{"2603:10b6:5:127::10", "Bind", []string{"<13827bae-2713-4547-b29d-922bb368d28f@az.westus2.production.microsoft.com>"}}

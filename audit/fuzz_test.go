@@ -59,12 +59,15 @@ func checkParsed(t *testing.T, in []byte, r Record) {
 	if r.CreationTime.Location() != time.UTC {
 		t.Fatalf("CreationTime %v is not UTC", r.CreationTime)
 	}
+	if r.IssuedAtTime.Location() != time.UTC {
+		t.Fatalf("IssuedAtTime %v is not UTC", r.IssuedAtTime)
+	}
 	if !json.Valid(r.Raw) {
 		t.Fatalf("accepted invalid JSON %q", r.Raw)
 	}
 	strs := append([]string{r.ID, r.Operation, r.OrganizationID, r.UserKey, r.Workload, r.ResultStatus,
 		r.ObjectID, r.UserID, r.ClientIP, r.AppID, r.ClientAppID, r.SessionID, r.UniqueTokenID,
-		r.ClientInfoString, r.MailboxOwnerUPN, r.MailboxGUID, r.MailAccessType}, r.InternetMessageIDs...)
+		r.ClientAppName, r.CorrelationID, r.ClientInfoString, r.MailboxOwnerUPN, r.MailboxGUID, r.MailAccessType}, r.InternetMessageIDs...)
 	for _, s := range strs {
 		if !utf8.ValidString(s) {
 			t.Fatalf("column %q is not UTF-8", s)

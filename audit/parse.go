@@ -213,6 +213,8 @@ func (p *Parser) extract(f *m365Fields) (Record, error) {
 		sessionID = a.text(ctx.sessionID)
 	}
 	tokenID := a.text(ctx.uniqueTokenID)
+	clientAppName := a.text(ctx.clientAppName)
+	correlationID := a.text(ctx.correlationID)
 	clientInfo := a.text(f.clientInfoString)
 	upn := a.text(f.mailboxOwnerUPN)
 	guid := a.text(f.mailboxGUID)
@@ -228,6 +230,7 @@ func (p *Parser) extract(f *m365Fields) (Record, error) {
 	}
 	r.ExternalAccess, _ = boolean(f.externalAccess)
 	r.IsThrottled = throttled
+	r.IssuedAtTime = optionalTime(ctx.issuedAtTime)
 
 	s := a.string()
 	r.ID = s.of(id)
@@ -243,6 +246,8 @@ func (p *Parser) extract(f *m365Fields) (Record, error) {
 	r.ClientAppID = s.of(clientAppID)
 	r.SessionID = s.of(sessionID)
 	r.UniqueTokenID = s.of(tokenID)
+	r.ClientAppName = s.of(clientAppName)
+	r.CorrelationID = s.of(correlationID)
 	r.ClientInfoString = s.of(clientInfo)
 	r.MailboxOwnerUPN = s.of(upn)
 	r.MailboxGUID = s.of(guid)
@@ -259,7 +264,8 @@ func (p *Parser) extract(f *m365Fields) (Record, error) {
 // appAccessContext holds the fields read from AppAccessContext, the
 // token details Exchange and SharePoint add for application access.
 type appAccessContext struct {
-	apiID, clientAppID, sessionID, uniqueTokenID []byte
+	apiID, clientAppID, clientAppName, correlationID, issuedAtTime,
+	sessionID, uniqueTokenID []byte
 }
 
 func readAppAccessContext(v []byte) (c appAccessContext) {
@@ -273,6 +279,12 @@ func readAppAccessContext(v []byte) (c appAccessContext) {
 			c.apiID = v
 		case "ClientAppId":
 			c.clientAppID = v
+		case "ClientAppName":
+			c.clientAppName = v
+		case "CorrelationId":
+			c.correlationID = v
+		case "IssuedAtTime":
+			c.issuedAtTime = v
 		case "AADSessionId":
 			c.sessionID = v
 		case "UniqueTokenId":
@@ -370,6 +382,19 @@ func creationTime(field string, v []byte) (time.Time, error) {
 		return time.Time{}, &FieldError{Field: field, Reason: "unparsable time " + quote(s)}
 	}
 	return t, nil
+}
+
+// optionalTime reads an informational timestamp such as
+// AppAccessContext.IssuedAtTime, in the forms CreationTime accepts. Unlike
+// CreationTime it never rejects the record: missing, not a string or
+// unparsable, it is the zero time.
+func optionalTime(v []byte) time.Time {
+	s, ok := unquote(v)
+	if !ok {
+		return time.Time{}
+	}
+	t, _ := parseTime(s)
+	return t
 }
 
 // recordType reads RecordType: a number, a string holding one ("20", as

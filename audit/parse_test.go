@@ -40,6 +40,7 @@ func TestParseMailItemsAccessed(t *testing.T) {
 		ClientAppID:        "d3590ed6-52b3-4102-aeff-aad2292ab01c",
 		SessionID:          "7f3c2a10-5e6d-4b8c-a9f1-0d2e3c4b5a69",
 		UniqueTokenID:      "r2M8pQxZ0k6vT1yW3nB5AA",
+		IssuedAtTime:       time.Date(2025, 3, 14, 9, 21, 40, 0, time.UTC),
 		ClientInfoString:   "Client=REST;Client=RESTSystem;;",
 		LogonType:          0,
 		MailboxOwnerUPN:    "adele.vance@contoso.example",
@@ -64,6 +65,9 @@ func TestParseFields(t *testing.T) {
 	ip := func(r Record) any { return r.ClientIP }
 	rt := func(r Record) any { return r.RecordType }
 	ut := func(r Record) any { return r.UserType }
+	can := func(r Record) any { return r.ClientAppName }
+	cid := func(r Record) any { return r.CorrelationID }
+	iat := func(r Record) any { return r.IssuedAtTime }
 	tests := []struct {
 		name string
 		json string
@@ -139,6 +143,54 @@ func TestParseFields(t *testing.T) {
 		{"SessionId from AADSessionId", rec(`"AppAccessContext":{"AADSessionId":"t"}`), func(r Record) any { return r.SessionID }, "t"},
 		{"UniqueTokenId", rec(`"AppAccessContext":{"UniqueTokenId":"u","IssuedAtTime":"2025-01-01T00:00:00"}`), func(r Record) any { return r.UniqueTokenID }, "u"},
 		{"AppAccessContext not an object", rec(`"AppAccessContext":"x"`), func(r Record) any { return r.AppID + r.UniqueTokenID }, ""},
+		{"AppAccessContext array", rec(`"AppAccessContext":[{"ClientAppName":"n","CorrelationId":"c","IssuedAtTime":"2025-01-01T00:00:00"}]`),
+			func(r Record) any { return [3]any{r.ClientAppName, r.CorrelationID, r.IssuedAtTime} }, [3]any{"", "", time.Time{}}},
+
+		// ClientAppName and CorrelationId: AppAccessContext only, shapes as
+		// for the other optional strings.
+		{"ClientAppName", rec(`"AppAccessContext":{"AADSessionId":"s","ClientAppName":"Microsoft Teams"}`), can, "Microsoft Teams"},
+		{"ClientAppName escaped", rec(`"AppAccessContext":{"ClientAppName":"Web\u0045xcel \"x\""}`), can, `WebExcel "x"`},
+		{"ClientAppName missing", rec(`"AppAccessContext":{"ClientAppId":"c"}`), can, ""},
+		{"ClientAppName no context", rec(``), can, ""},
+		{"ClientAppName top level ignored", rec(`"ClientAppName":"top","AppAccessContext":{}`), can, ""},
+		{"ClientAppName number", rec(`"AppAccessContext":{"ClientAppName":42}`), can, "42"},
+		{"ClientAppName bool", rec(`"AppAccessContext":{"ClientAppName":false}`), can, "false"},
+		{"ClientAppName null", rec(`"AppAccessContext":{"ClientAppName":null}`), can, ""},
+		{"ClientAppName object", rec(`"AppAccessContext":{"ClientAppName":{"a":"b"}}`), can, ""},
+		{"ClientAppName array", rec(`"AppAccessContext":{"ClientAppName":["a"]}`), can, ""},
+		{"ClientAppName repeated", rec(`"AppAccessContext":{"ClientAppName":"first","ClientAppName":"last"}`), can, "last"},
+		{"ClientAppName escaped key", rec(`"AppAccessContext":{"Client\u0041ppName":"k"}`), can, "k"},
+		{"ClientAppName nested ignored", rec(`"AppAccessContext":{"Inner":{"ClientAppName":"in"}}`), can, ""},
+		{"CorrelationId", rec(`"AppAccessContext":{"CorrelationId":"27de65c0-1c43-4d70-9a4d-45a66418dbd6"}`), cid, "27de65c0-1c43-4d70-9a4d-45a66418dbd6"},
+		{"CorrelationId not the top-level one", rec(`"CorrelationId":"top","AppAccessContext":{"CorrelationId":"ctx"}`), cid, "ctx"},
+		{"CorrelationId top level only", rec(`"CorrelationId":"top"`), cid, ""},
+		{"CorrelationId empty context", rec(`"AppAccessContext":{}`), cid, ""},
+		{"CorrelationId number", rec(`"AppAccessContext":{"CorrelationId":-1.5e3}`), cid, "-1.5e3"},
+		{"CorrelationId object", rec(`"AppAccessContext":{"CorrelationId":{}}`), cid, ""},
+		{"CorrelationId empty", rec(`"AppAccessContext":{"CorrelationId":""}`), cid, ""},
+
+		// IssuedAtTime: read like CreationTime, but anything unusable is
+		// the zero time, not a rejection.
+		{"IssuedAtTime no zone", rec(`"AppAccessContext":{"IssuedAtTime":"2025-09-23T09:13:33"}`), iat, time.Date(2025, 9, 23, 9, 13, 33, 0, time.UTC)},
+		{"IssuedAtTime Z", rec(`"AppAccessContext":{"IssuedAtTime":"2025-09-23T09:13:33Z"}`), iat, time.Date(2025, 9, 23, 9, 13, 33, 0, time.UTC)},
+		{"IssuedAtTime 7 fractional digits", rec(`"AppAccessContext":{"IssuedAtTime":"2025-09-23T09:13:33.1037807Z"}`), iat, time.Date(2025, 9, 23, 9, 13, 33, 103780700, time.UTC)},
+		{"IssuedAtTime fraction no zone", rec(`"AppAccessContext":{"IssuedAtTime":"2025-09-23T09:13:33.5"}`), iat, time.Date(2025, 9, 23, 9, 13, 33, 5e8, time.UTC)},
+		{"IssuedAtTime offset", rec(`"AppAccessContext":{"IssuedAtTime":"2025-09-23T11:13:33+02:00"}`), iat, time.Date(2025, 9, 23, 9, 13, 33, 0, time.UTC)},
+		{"IssuedAtTime space", rec(`"AppAccessContext":{"IssuedAtTime":"2025-09-23 09:13:33"}`), iat, time.Date(2025, 9, 23, 9, 13, 33, 0, time.UTC)},
+		{"IssuedAtTime padded", rec(`"AppAccessContext":{"IssuedAtTime":" 2025-09-23T09:13:33 "}`), iat, time.Date(2025, 9, 23, 9, 13, 33, 0, time.UTC)},
+		{"IssuedAtTime escaped", rec(`"AppAccessContext":{"IssuedAtTime":"2025-09-23T09:13:33\u005a"}`), iat, time.Date(2025, 9, 23, 9, 13, 33, 0, time.UTC)},
+		{"IssuedAtTime missing", rec(`"AppAccessContext":{"UniqueTokenId":"u"}`), iat, time.Time{}},
+		{"IssuedAtTime top level ignored", rec(`"IssuedAtTime":"2025-09-23T09:13:33"`), iat, time.Time{}},
+		{"IssuedAtTime unparsable", rec(`"AppAccessContext":{"IssuedAtTime":"yesterday","UniqueTokenId":"u"}`),
+			func(r Record) any { return [2]any{r.IssuedAtTime, r.UniqueTokenID} }, [2]any{time.Time{}, "u"}},
+		{"IssuedAtTime impossible date", rec(`"AppAccessContext":{"IssuedAtTime":"2021-02-29T00:00:00"}`), iat, time.Time{}},
+		{"IssuedAtTime 10 fractional digits", rec(`"AppAccessContext":{"IssuedAtTime":"2025-09-23T09:13:33.1234567890"}`), iat, time.Time{}},
+		{"IssuedAtTime bad zone", rec(`"AppAccessContext":{"IssuedAtTime":"2025-09-23T09:13:33 UTC"}`), iat, time.Time{}},
+		{"IssuedAtTime date only", rec(`"AppAccessContext":{"IssuedAtTime":"2025-09-23"}`), iat, time.Time{}},
+		{"IssuedAtTime empty", rec(`"AppAccessContext":{"IssuedAtTime":""}`), iat, time.Time{}},
+		{"IssuedAtTime unix number", rec(`"AppAccessContext":{"IssuedAtTime":1727868231}`), iat, time.Time{}},
+		{"IssuedAtTime null", rec(`"AppAccessContext":{"IssuedAtTime":null}`), iat, time.Time{}},
+		{"IssuedAtTime object", rec(`"AppAccessContext":{"IssuedAtTime":{"t":"2025-09-23T09:13:33"}}`), iat, time.Time{}},
 
 		// OperationProperties as an array and as JSON in a string.
 		{"MailAccessType Bind", rec(`"OperationProperties":[{"Name":"MailAccessType","Value":"Bind"},{"Name":"IsThrottled","Value":"False"}]`),

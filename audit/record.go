@@ -41,10 +41,13 @@ type Record struct {
 	Scope          int32  // Absent when missing
 
 	// Application context (AppAccessContext and the Exchange mailbox fields).
-	AppID            string // AppId, else AppAccessContext.APIId
-	ClientAppID      string // ClientAppId, else AppAccessContext.ClientAppId
-	SessionID        string // SessionId, else AppAccessContext.AADSessionId
-	UniqueTokenID    string // AppAccessContext.UniqueTokenId
+	AppID            string    // AppId, else AppAccessContext.APIId
+	ClientAppID      string    // ClientAppId, else AppAccessContext.ClientAppId
+	SessionID        string    // SessionId, else AppAccessContext.AADSessionId
+	UniqueTokenID    string    // AppAccessContext.UniqueTokenId
+	ClientAppName    string    // AppAccessContext.ClientAppName
+	CorrelationID    string    // AppAccessContext.CorrelationId, not the top-level CorrelationId (which can differ)
+	IssuedAtTime     time.Time // AppAccessContext.IssuedAtTime, UTC; zero when missing or unparsable
 	ClientInfoString string
 	LogonType        int32 // Absent when missing
 	MailboxOwnerUPN  string

@@ -46,17 +46,25 @@ func toNDJSON(recs [][]byte) []byte {
 	return b.Bytes()
 }
 
-func toArray(t testing.TB, recs [][]byte) []byte {
-	var b bytes.Buffer
-	b.WriteString("[\n")
+// indented pretty-prints records as toArray lays them out: each is the
+// bytes of one element of its array, spanning lines.
+func indented(t testing.TB, recs [][]byte) [][]byte {
+	out := make([][]byte, len(recs))
 	for i, r := range recs {
-		if i > 0 {
-			b.WriteString(",\n")
-		}
+		var b bytes.Buffer
 		if err := json.Indent(&b, r, "  ", "  "); err != nil {
 			t.Fatal(err)
 		}
+		out[i] = b.Bytes()
 	}
+	return out
+}
+
+// toArray writes records as a pretty-printed JSON array.
+func toArray(t testing.TB, recs [][]byte) []byte {
+	var b bytes.Buffer
+	b.WriteString("[\n  ")
+	b.Write(bytes.Join(indented(t, recs), []byte(",\n  ")))
 	b.WriteString("\n]\n")
 	return b.Bytes()
 }

@@ -34,6 +34,13 @@ type RecordError struct {
 	Error string `json:"error"`
 }
 
+// The Content-Types of ingest bodies: NDJSON is always read line by line,
+// a JSON array element by element, each element's bytes kept as they are.
+const (
+	contentNDJSON = "application/x-ndjson"
+	contentJSON   = "application/json"
+)
+
 // maxRetryAfter caps how long a Retry-After can park a request, so a
 // misconfigured proxy cannot stall an upload for hours.
 const maxRetryAfter = 5 * time.Minute
@@ -46,16 +53,16 @@ func (c *Client) IngestBatch(ctx context.Context, tenant string, ndjson []byte) 
 	if err != nil {
 		return IngestResult{}, err
 	}
-	return c.ingest(ctx, tenant, body, nil)
+	return c.ingest(ctx, tenant, body, contentNDJSON, nil)
 }
 
-// ingest posts an already encoded body; onRetry, when not nil, is told of
-// every retry before its wait.
-func (c *Client) ingest(ctx context.Context, tenant string, body []byte, onRetry func(err error, wait time.Duration)) (IngestResult, error) {
+// ingest posts an already encoded body of the given Content-Type; onRetry,
+// when not nil, is told of every retry before its wait.
+func (c *Client) ingest(ctx context.Context, tenant string, body []byte, contentType string, onRetry func(err error, wait time.Duration)) (IngestResult, error) {
 	path := "/api/v1/tenants/" + url.PathEscape(tenant) + "/records"
 	attempts := max(c.Attempts, 1)
 	for attempt := 1; ; attempt++ {
-		res, err := c.ingestOnce(ctx, path, body)
+		res, err := c.ingestOnce(ctx, path, body, contentType)
 		if err == nil {
 			return res, nil
 		}
@@ -82,12 +89,12 @@ func (c *Client) ingest(ctx context.Context, tenant string, body []byte, onRetry
 	}
 }
 
-func (c *Client) ingestOnce(ctx context.Context, path string, body []byte) (IngestResult, error) {
+func (c *Client) ingestOnce(ctx context.Context, path string, body []byte, contentType string) (IngestResult, error) {
 	req, err := c.newRequest(ctx, http.MethodPost, path, bytes.NewReader(body))
 	if err != nil {
 		return IngestResult{}, err
 	}
-	req.Header.Set("Content-Type", "application/x-ndjson")
+	req.Header.Set("Content-Type", contentType)
 	if enc := c.encoding(); enc != "identity" {
 		req.Header.Set("Content-Encoding", enc)
 	}

@@ -41,8 +41,10 @@ func (f Format) String() string {
 
 // Record is one record read from an input.
 type Record struct {
-	// Data is the record as one line of JSON. It is valid until the next
-	// call of Next.
+	// Data is the record's JSON without surrounding white space: an NDJSON
+	// line; a JSON array element exactly as its bytes appear in the input,
+	// which may span lines; or a CSV AuditData cell, made one line if it
+	// spans several. It is valid until the next call of Next.
 	Data []byte
 	// Line is the 1-based line of the decompressed input where the record
 	// starts.
@@ -143,7 +145,7 @@ func (r *RecordReader) Next() (Record, error) {
 		return Record{}, err
 	}
 	if rec.Problem == "" {
-		rec.Data, rec.Problem = r.oneLine(rec.Data)
+		rec.Data, rec.Problem = r.check(rec.Data)
 	}
 	return rec, nil
 }
@@ -203,10 +205,12 @@ func tooBig(n int) string {
 	return fmt.Sprintf("record is %d bytes, over the %d byte limit", n, MaxRecordBytes)
 }
 
-// oneLine makes sure a record travels as one NDJSON line starting with '{'.
-// A CSV cell may hold pretty-printed JSON spread over several lines; its
-// white space between tokens is dropped, as for JSON array elements.
-func (r *RecordReader) oneLine(data []byte) ([]byte, string) {
+// check makes sure a record is one JSON object within the size limit. A
+// JSON array element is passed on byte for byte, line breaks and all (the
+// Uploader sends such records as a JSON array). A CSV cell may hold
+// pretty-printed JSON spread over several lines; its white space between
+// tokens is dropped so that it travels as one NDJSON line.
+func (r *RecordReader) check(data []byte) ([]byte, string) {
 	data = bytes.TrimSpace(data)
 	if len(data) > MaxRecordBytes {
 		return nil, tooBig(len(data))
@@ -214,7 +218,7 @@ func (r *RecordReader) oneLine(data []byte) ([]byte, string) {
 	if len(data) == 0 {
 		return nil, "empty record"
 	}
-	if bytes.IndexByte(data, '\n') >= 0 || bytes.IndexByte(data, '\r') >= 0 {
+	if r.format != FormatJSONArray && (bytes.IndexByte(data, '\n') >= 0 || bytes.IndexByte(data, '\r') >= 0) {
 		var problem string
 		r.compact, problem = compactJSON(r.compact[:0], data)
 		if problem != "" {
@@ -312,10 +316,10 @@ func (r *RecordReader) nextLine() (Record, error) {
 	}
 }
 
-// nextElement returns the next element of a JSON array. It only tracks
-// strings and nesting to find where an element ends, and drops the white
-// space between tokens so that a pretty-printed element becomes one line;
-// whether the element is valid JSON is the server's to judge.
+// nextElement returns the next element of a JSON array, byte for byte as
+// it is in the input. It only tracks strings and nesting to find where an
+// element ends; whether the element is valid JSON is for the Uploader
+// (elements that span lines) or the server to judge.
 func (r *RecordReader) nextElement() (Record, error) {
 	c, err := r.skipSpace()
 	if err != nil {
@@ -336,9 +340,8 @@ func (r *RecordReader) nextElement() (Record, error) {
 	r.br.UnreadByte()
 	rec := Record{Line: r.line + 1}
 	r.buf = r.buf[:0]
-	const limit = MaxRecordBytes + 1024
-	size := 0 // bytes of the element without the dropped white space
-	depth, inString, escaped, space := 0, false, false, false
+	size := 0 // bytes of the element before this chunk
+	depth, inString, escaped := 0, false, false
 	for {
 		// Scan what is buffered in place: far faster than byte by byte.
 		if r.br.Buffered() == 0 {
@@ -351,6 +354,9 @@ func (r *RecordReader) nextElement() (Record, error) {
 		}
 		chunk, _ := r.br.Peek(r.br.Buffered())
 		for i, c := range chunk {
+			if c == '\n' {
+				r.line++
+			}
 			if inString {
 				switch {
 				case escaped:
@@ -359,53 +365,51 @@ func (r *RecordReader) nextElement() (Record, error) {
 					escaped = true
 				case c == '"':
 					inString = false
-				case c == '\n':
-					r.line++
+				case c == '\n' || c == '\r':
 					rec.Problem = "line break inside a JSON string (not valid JSON)"
 				}
 			} else {
 				switch c {
-				case ' ', '\t', '\r', '\n':
-					if c == '\n' {
-						r.line++
-					}
-					space = true
-					continue
 				case '"':
 					inString = true
 				case '{', '[':
 					depth++
 				case '}', ']', ',':
 					if depth == 0 {
-						r.br.Discard(i)
-						if size == 0 {
+						if size+i == 0 {
 							return Record{}, fmt.Errorf("line %d: malformed JSON array: unexpected %q; the rest of the input was not read", r.line+1, c)
 						}
+						size = r.keep(chunk[:i], size)
+						r.br.Discard(i)
 						return r.element(rec, size), nil
 					}
 					if c != ',' {
 						depth--
 					}
 				}
-				// Dropping white space between two words or numbers would
-				// turn invalid JSON ("1 2") into valid ("12"): keep one.
-				if space && size > 0 && size <= limit && isWordByte(r.buf[len(r.buf)-1]) && isWordByte(c) {
-					r.buf = append(r.buf, ' ')
-					size++
-				}
-				space = false
-			}
-			size++
-			if size <= limit {
-				r.buf = append(r.buf, c)
 			}
 			if depth == 0 && !inString && (c == '}' || c == ']') {
+				size = r.keep(chunk[:i+1], size)
 				r.br.Discard(i + 1)
 				return r.element(rec, size), nil
 			}
 		}
+		size = r.keep(chunk, size)
 		r.br.Discard(len(chunk))
 	}
+}
+
+// elementLimit bounds the bytes of a JSON array element kept in r.buf; the
+// rest is only counted, to report the element's size.
+const elementLimit = MaxRecordBytes + 1024
+
+// keep appends the bytes b of the element being read to r.buf, up to
+// elementLimit, and returns size, the element's bytes so far, plus len(b).
+func (r *RecordReader) keep(b []byte, size int) int {
+	if room := elementLimit - len(r.buf); room > 0 {
+		r.buf = append(r.buf, b[:min(room, len(b))]...)
+	}
+	return size + len(b)
 }
 
 func isWordByte(c byte) bool {
@@ -414,7 +418,7 @@ func isWordByte(c byte) bool {
 
 func (r *RecordReader) element(rec Record, size int) Record {
 	switch {
-	case size > MaxRecordBytes+1024:
+	case size > elementLimit:
 		rec.Problem = tooBig(size)
 	case rec.Problem == "":
 		rec.Data = r.buf

@@ -3,7 +3,9 @@ package client_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 
@@ -40,6 +42,7 @@ func readAll(t *testing.T, in []byte) (recs []string, lines []int, err error) {
 
 func TestRecordReader(t *testing.T) {
 	big := `{"a":"` + strings.Repeat("x", client.MaxRecordBytes) + `"}`
+	bigger := `{"a":"` + strings.Repeat("x", client.MaxRecordBytes+2000) + `"}`
 	tests := []struct {
 		name    string
 		in      string
@@ -75,11 +78,28 @@ func TestRecordReader(t *testing.T) {
 			format: client.FormatNDJSON,
 		},
 		{
+			// Elements are passed on byte for byte, white space and all.
 			name:   "pretty JSON array",
 			in:     "[\n  {\n    \"a\": \"x ] , { \\\" y\",\n    \"n\": [1, {\"m\": 2}]\n  },\n  {\"b\":2}\n,{\"c\":3}]\n",
 			format: client.FormatJSONArray,
-			recs:   []string{`{"a":"x ] , { \" y","n":[1,{"m":2}]}`, `{"b":2}`, `{"c":3}`},
+			recs:   []string{"{\n    \"a\": \"x ] , { \\\" y\",\n    \"n\": [1, {\"m\": 2}]\n  }", `{"b":2}`, `{"c":3}`},
 			lines:  []int{2, 6, 7},
+		},
+		{
+			name:   "JSON array with CRLF, tabs and escapes",
+			in:     "[\r\n\t{\r\n\t\t\"Id\" : \"\\u0041\\/b\",\r\n\t\t\"n\":1.0e+2 , \"e\":{ }, \"l\":[ ]\r\n\t} ,\r\n\t{\"Id\":\"2\"}\t]\r\n",
+			format: client.FormatJSONArray,
+			recs:   []string{"{\r\n\t\t\"Id\" : \"\\u0041\\/b\",\r\n\t\t\"n\":1.0e+2 , \"e\":{ }, \"l\":[ ]\r\n\t}", `{"Id":"2"}`},
+			lines:  []int{2, 6},
+		},
+		{
+			// Over the limit, whether or not the reader keeps the bytes
+			// for the server's wording.
+			name:   "JSON array elements over the limit",
+			in:     "[\n" + big + ",\n  " + bigger + "\n, {\"b\":\n2}]",
+			format: client.FormatJSONArray,
+			recs:   []string{"!record is 1048584 bytes, over the 1048576 byte limit", "!record is 1050584 bytes, over the 1048576 byte limit", "{\"b\":\n2}"},
+			lines:  []int{2, 3, 4},
 		},
 		{
 			name:   "empty JSON array",
@@ -87,13 +107,22 @@ func TestRecordReader(t *testing.T) {
 			format: client.FormatJSONArray,
 		},
 		{
-			// Invalid elements are passed on for the server to refuse,
-			// but never made valid by dropping white space.
+			// Invalid elements are passed on as they are, for the
+			// Uploader or the server to refuse.
 			name:   "JSON array with non-objects and invalid elements",
 			in:     "[1, \"s\",\n{\"a\":\n tru}, {\"b\":1 2, \"c\" : - 1},\n{\"d\":\"x\ny\"},{\"e\":1}]",
 			format: client.FormatJSONArray,
-			recs:   []string{"!not a JSON object", "!not a JSON object", `{"a":tru}`, `{"b":1 2,"c":- 1}`, "!line break inside a JSON string (not valid JSON)", `{"e":1}`},
+			recs:   []string{"!not a JSON object", "!not a JSON object", "{\"a\":\n tru}", `{"b":1 2, "c" : - 1}`, "!line break inside a JSON string (not valid JSON)", `{"e":1}`},
 			lines:  []int{1, 1, 2, 3, 4, 5},
+		},
+		{
+			// A raw CR in a string is refused like a LF; a LF after a
+			// backslash still counts as a line.
+			name:   "JSON array with raw line breaks in strings",
+			in:     "[{\"a\":\"x\ry\"},\n{\"b\":\"x\\\ny\"},\n{\"c\":1}]",
+			format: client.FormatJSONArray,
+			recs:   []string{"!line break inside a JSON string (not valid JSON)", "{\"b\":\"x\\\ny\"}", `{"c":1}`},
+			lines:  []int{1, 2, 4},
 		},
 		{
 			name:    "JSON array cut short",
@@ -199,7 +228,7 @@ func TestRecordReader(t *testing.T) {
 				if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
 					t.Errorf("%s: err = %v, want %q", comp, err, tt.wantErr)
 				}
-				if strings.Join(recs, "\n") != strings.Join(tt.recs, "\n") {
+				if !slices.Equal(recs, tt.recs) {
 					t.Errorf("%s: records\n%s\nwant\n%s", comp, short(recs), short(tt.recs))
 				}
 				if !equalInts(lines, tt.lines) {
@@ -257,7 +286,7 @@ func short(ss []string) string {
 		if len(s) > 120 {
 			s = s[:120] + "…"
 		}
-		out[i] = "  " + s
+		out[i] = fmt.Sprintf("  %q", s)
 	}
 	return strings.Join(out, "\n")
 }

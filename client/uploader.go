@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -69,7 +70,7 @@ var ErrStopped = errors.New("not sent: the upload stopped after a batch failed")
 // Stats are running counts of an upload.
 type Stats struct {
 	Records   int64 // records the server answered for
-	Bytes     int64 // their NDJSON bytes, before compression
+	Bytes     int64 // the bytes of their batches, before compression
 	Accepted  int64
 	Duplicate int64
 	Rejected  int64 // by the server or the client
@@ -94,7 +95,7 @@ type Summary struct {
 // UploadOptions tunes an Uploader; zero values take the defaults.
 type UploadOptions struct {
 	BatchRecords   int // records per request (default 5,000)
-	BatchBytes     int // NDJSON bytes per request before compression (default 4 MiB)
+	BatchBytes     int // bytes per request before compression (default 4 MiB)
 	Concurrency    int // requests in flight (default 4)
 	ListRejections int // rejections kept for Summary (default 20)
 	// OnRetry, when set, is called (from the sending goroutines) before a
@@ -130,13 +131,17 @@ type Uploader struct {
 	firstErr   error
 }
 
-// batch is a request being filled or in flight.
+// batch is a request being filled or in flight. Records without a line
+// break go as NDJSON, one per line. A record with line breaks (a
+// pretty-printed JSON array element) cannot be a line: such records go in
+// batches of their own, sent as a JSON array, so that each keeps its bytes.
 type batch struct {
-	ctx  context.Context
-	buf  []byte
-	wire []byte     // buf encoded for sending
-	locs []Location // of each record, by batch index
-	seq0 int64      // input sequence number of the first record
+	ctx   context.Context
+	array bool       // a JSON array batch
+	buf   []byte     // NDJSON lines, or '[' and the comma-separated elements
+	wire  []byte     // the body encoded for sending
+	locs  []Location // of each record, by batch index
+	seq0  int64      // input sequence number of the first record
 }
 
 // NewUploader returns an Uploader sending to tenant.
@@ -162,9 +167,11 @@ func (c *Client) NewUploader(tenant string, opt UploadOptions) *Uploader {
 	}
 }
 
-// Add queues one record (one JSON object, without a line break); it is
-// copied. It blocks while every sender is busy. After a batch has failed it
-// refuses the record with an error wrapping ErrStopped.
+// Add queues one record (one JSON object); it is copied and sent as it is.
+// A record that spans lines must be valid JSON, since it goes in a JSON
+// array batch, which one invalid element would cut short. Add blocks while
+// every sender is busy. After a batch has failed it refuses the record with
+// an error wrapping ErrStopped.
 func (u *Uploader) Add(ctx context.Context, rec []byte, loc Location) error {
 	if u.stopped.Load() {
 		u.refuse(loc, ErrStopped)
@@ -174,12 +181,13 @@ func (u *Uploader) Add(ctx context.Context, rec []byte, loc Location) error {
 		u.refuse(loc, err)
 		return err
 	}
-	if reason := checkRecord(rec); reason != "" {
+	multiline, reason := checkRecord(rec)
+	if reason != "" {
 		u.Reject(loc, reason)
 		return nil
 	}
 	b := u.cur
-	if b != nil && (len(b.locs) >= u.opt.BatchRecords || len(b.buf)+len(rec)+1 > u.opt.BatchBytes) {
+	if b != nil && (len(b.locs) >= u.opt.BatchRecords || len(b.buf)+len(rec)+1 > u.opt.BatchBytes || b.array != multiline) {
 		if err := u.flush(ctx); err != nil {
 			u.refuse(loc, err)
 			return err
@@ -187,11 +195,18 @@ func (u *Uploader) Add(ctx context.Context, rec []byte, loc Location) error {
 		b = nil
 	}
 	if b == nil {
-		b = u.newBatch()
+		b = u.newBatch(multiline)
 		u.cur = b
 	}
-	b.buf = append(b.buf, rec...)
-	b.buf = append(b.buf, '\n')
+	if b.array {
+		if len(b.locs) > 0 {
+			b.buf = append(b.buf, ',')
+		}
+		b.buf = append(b.buf, rec...)
+	} else {
+		b.buf = append(b.buf, rec...)
+		b.buf = append(b.buf, '\n')
+	}
 	b.locs = append(b.locs, loc)
 	u.seq++
 	return nil
@@ -207,21 +222,30 @@ func (u *Uploader) Reject(loc Location, reason string) {
 	u.mu.Unlock()
 }
 
-// checkRecord says why a record cannot go into an NDJSON batch as it is;
-// "" when it can. A line break would shift the server's batch indexes, and
-// a leading '[' would make the server read the batch as a JSON array.
-func checkRecord(rec []byte) string {
+// checkRecord says why a record cannot be sent as it is ("" when it can),
+// and whether it has a line break, so that it must go in a JSON array
+// batch: in NDJSON it would shift the server's batch indexes. A leading '['
+// would make the server read an NDJSON batch as a JSON array. A record for
+// a JSON array batch is checked for valid JSON, since the server stops
+// reading an array at its first syntax error; NDJSON records are left for
+// the server to judge one by one.
+func checkRecord(rec []byte) (multiline bool, reason string) {
 	switch {
 	case len(rec) > MaxRecordBytes:
-		return tooBig(len(rec))
+		return false, tooBig(len(rec))
 	case len(rec) == 0:
-		return "empty record"
+		return false, "empty record"
 	case rec[0] != '{':
-		return "not a JSON object"
-	case bytes.IndexByte(rec, '\n') >= 0:
-		return "record contains a line break"
+		return false, "not a JSON object"
+	case bytes.IndexByte(rec, '\n') < 0:
+		return false, ""
 	}
-	return ""
+	if !json.Valid(rec) {
+		// Unmarshal says what is wrong; only done for invalid records.
+		err := json.Unmarshal(rec, new(json.RawMessage))
+		return true, fmt.Sprintf("invalid JSON: %v", err)
+	}
+	return true, ""
 }
 
 // Upload reads the records of r (NDJSON, a JSON array or a Purview CSV
@@ -301,7 +325,7 @@ func (u *Uploader) Stats() Stats {
 	}
 }
 
-func (u *Uploader) newBatch() *batch {
+func (u *Uploader) newBatch(array bool) *batch {
 	var b *batch
 	select {
 	case b = <-u.free:
@@ -310,6 +334,10 @@ func (u *Uploader) newBatch() *batch {
 		b = &batch{buf: make([]byte, 0, u.opt.BatchBytes)}
 	}
 	b.seq0 = u.seq
+	b.array = array
+	if array {
+		b.buf = append(b.buf, '[')
+	}
 	return b
 }
 
@@ -349,13 +377,17 @@ func (u *Uploader) sendBatch(b *batch) {
 		u.fail(b, ErrStopped)
 		return
 	}
-	wire, err := u.c.encode(b.buf, b.wire)
+	body, contentType := b.buf, contentNDJSON
+	if b.array {
+		body, contentType = append(b.buf, ']'), contentJSON
+	}
+	wire, err := u.c.encode(body, b.wire)
 	if err != nil {
 		u.fail(b, err)
 		return
 	}
 	b.wire = wire
-	res, err := u.c.ingest(b.ctx, u.tenant, wire, func(err error, wait time.Duration) {
+	res, err := u.c.ingest(b.ctx, u.tenant, wire, contentType, func(err error, wait time.Duration) {
 		u.st.retries.Add(1)
 		if u.opt.OnRetry != nil {
 			u.opt.OnRetry(err, wait)
@@ -367,7 +399,7 @@ func (u *Uploader) sendBatch(b *batch) {
 	}
 	n := len(b.locs)
 	u.st.records.Add(int64(n))
-	u.st.bytes.Add(int64(len(b.buf)))
+	u.st.bytes.Add(int64(len(body)))
 	u.st.accepted.Add(int64(res.Accepted))
 	u.st.duplicate.Add(int64(res.Duplicate))
 	u.st.rejected.Add(int64(res.Rejected))

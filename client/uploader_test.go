@@ -3,6 +3,7 @@ package client_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,31 +11,42 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/custos-audit/custos/audit"
 	"github.com/custos-audit/custos/client"
 	"github.com/custos-audit/custos/client/clienttest"
+	"github.com/custos-audit/custos/ingest"
 )
 
 // TestUploadFormatsDeliverTheSameRecords sends the same records as NDJSON,
-// a JSON array and both Purview CSV layouts, compressed or not, and checks
-// that the server stored exactly those records each time.
+// a pretty-printed JSON array and both Purview CSV layouts, compressed or
+// not, and checks that the server stored exactly those records each time:
+// the array's elements byte for byte as they are in the file.
 func TestUploadFormatsDeliverTheSameRecords(t *testing.T) {
 	recs := fixtureRecords(t, 1234)
-	want := make([]string, len(recs))
-	for i, r := range recs {
-		want[i] = string(r)
+	sorted := func(recs [][]byte) []string {
+		out := make([]string, len(recs))
+		for i, r := range recs {
+			out[i] = string(r)
+		}
+		slices.Sort(out)
+		return out
 	}
-	slices.Sort(want)
-	inputs := map[string][]byte{
-		"ndjson":      toNDJSON(recs),
-		"array":       toArray(t, recs),
-		"csv-current": toCSV(t, recs, false),
-		"csv-old":     toCSV(t, recs, true),
+	inputs := map[string]struct {
+		in   []byte
+		want []string
+	}{
+		"ndjson":      {toNDJSON(recs), sorted(recs)},
+		"array":       {toArray(t, recs), sorted(indented(t, recs))},
+		"csv-current": {toCSV(t, recs, false), sorted(recs)},
+		"csv-old":     {toCSV(t, recs, true), sorted(recs)},
 	}
-	for name, in := range inputs {
+	for name, input := range inputs {
+		in, want := input.in, input.want
 		for _, comp := range []string{"none", "gzip", "zstd"} {
 			for _, enc := range []string{"zstd", "gzip"} {
 				t.Run(fmt.Sprintf("%s/%s/send-%s", name, comp, enc), func(t *testing.T) {
@@ -246,22 +258,172 @@ func TestAddChecksRecords(t *testing.T) {
 	srv, c := newTest(t)
 	up := c.NewUploader("acme", client.UploadOptions{})
 	ctx := context.Background()
+	multi := "{\"Id\":\"2\",\n\"CreationTime\":\"2024-01-01T00:00:00\"}"
 	up.Add(ctx, []byte(`{"Id":"1","CreationTime":"2024-01-01T00:00:00"}`), client.Location{File: "gen", Line: 1})
-	up.Add(ctx, []byte("{\"Id\":\"2\",\n\"CreationTime\":\"2024-01-01T00:00:00\"}"), client.Location{File: "gen", Line: 2})
+	up.Add(ctx, []byte(multi), client.Location{File: "gen", Line: 2})
 	up.Add(ctx, []byte(`[{"Id":"3"}]`), client.Location{File: "gen", Line: 3})
 	up.Add(ctx, []byte(`{"Id":"4","x":"`+strings.Repeat("y", client.MaxRecordBytes)+`"}`), client.Location{File: "gen", Line: 4})
+	up.Add(ctx, []byte("{\"Id\":\"5\",\n\"CreationTime\":tru}"), client.Location{File: "gen", Line: 5})
+	up.Add(ctx, []byte("{\"Id\":\"6\"}\n{\"Id\":\"7\"}"), client.Location{File: "gen", Line: 6})
 	sum, err := up.Close(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum.Accepted != 1 || sum.Rejected != 3 || len(srv.Records("acme")) != 1 {
-		t.Errorf("summary = %+v", sum.Stats)
+	// A record with a line break is sent as it is; one that is not valid
+	// JSON is refused before it can cut a JSON array batch short.
+	if got := srv.Records("acme"); sum.Accepted != 2 || sum.Rejected != 4 || len(got) != 2 || string(got[1]) != multi {
+		t.Errorf("summary = %+v, stored %q", sum.Stats, got)
 	}
-	for i, want := range []string{"record contains a line break", "not a JSON object", "over the 1048576 byte limit"} {
-		if !strings.Contains(sum.Rejections[i].Error, want) || sum.Rejections[i].Line != i+2 {
+	for i, want := range []string{"not a JSON object", "over the 1048576 byte limit",
+		"invalid JSON: invalid character '}' in literal true", "invalid JSON: invalid character '{' after top-level value"} {
+		if !strings.Contains(sum.Rejections[i].Error, want) || sum.Rejections[i].Line != i+3 || !sum.Rejections[i].Client {
 			t.Errorf("rejection %d = %+v, want %q", i, sum.Rejections[i], want)
 		}
 	}
+}
+
+// TestUploadKeepsRecordBytes checks what goes on the wire and what a server
+// stores, both the fake one and one running the real ingest code: NDJSON
+// lines as they are (surrounding white space trimmed); JSON array elements
+// byte for byte, sent as JSON array bodies when they span lines and as
+// NDJSON when they do not; Purview CSV cells made one line, as before.
+func TestUploadKeepsRecordBytes(t *testing.T) {
+	rec := func(id, rest string) string {
+		return `{"Id":"` + id + `","CreationTime":"2024-05-01T10:00:00","Operation":"Op"` + rest + `}`
+	}
+	p1 := "{\n    \"Id\": \"p1\",\n    \"CreationTime\": \"2024-05-01T10:00:00\",\n    \"Operation\": \"FileAccessed\",\n" +
+		"    \"Subject\": \"a \\\"quoted\\\", \\u00e9 \\/ text, naïve\",\n    \"Empty\": { },\n    \"N\": 1.50E+2\n  }"
+	p2 := "{\r\n\t\t\"Id\" : \"p2\" ,\r\n\t\t\"CreationTime\":\"2024-05-01T10:00:01.1234567Z\",\"Operation\":\"Send\",\"List\":[ 1 , 2 ]\r\n\t}"
+	s1, s2 := rec("s1", `, "Spaced" : [ 1, 2 ]`), rec("s2", "")
+	n1 := "{ \"Id\" : \"n1\", \"CreationTime\":\"2024-05-01T10:00:00\", \"Operation\":\"Op\" }"
+	cell := "{\n  \"Id\": \"c1\",\n  \"CreationTime\": \"2024-05-01T10:00:00\",\n  \"Operation\": \"Op\"\n}"
+	type post struct{ contentType, body string }
+	tests := []struct {
+		name  string
+		in    string
+		want  []string // stored records, in order
+		posts []post   // requests, in order
+	}{
+		{
+			name:  "NDJSON",
+			in:    "  " + n1 + "  \r\n\n" + s1,
+			want:  []string{n1, s1},
+			posts: []post{{"application/x-ndjson", n1 + "\n" + s1 + "\n"}},
+		},
+		{
+			name:  "pretty JSON array",
+			in:    "[\n  " + p1 + ",\n\t" + p2 + "\n]\n",
+			want:  []string{p1, p2},
+			posts: []post{{"application/json", "[" + p1 + "," + p2 + "]"}},
+		},
+		{
+			name:  "JSON array, one element per line",
+			in:    "[" + s1 + ",\n" + s2 + "]",
+			want:  []string{s1, s2},
+			posts: []post{{"application/x-ndjson", s1 + "\n" + s2 + "\n"}},
+		},
+		{
+			name: "JSON array, some elements spanning lines",
+			in:   "[" + p1 + ",\n" + s1 + ", " + s2 + ",\n" + p2 + "]",
+			want: []string{p1, s1, s2, p2},
+			posts: []post{{"application/json", "[" + p1 + "]"}, {"application/x-ndjson", s1 + "\n" + s2 + "\n"},
+				{"application/json", "[" + p2 + "]"}},
+		},
+		{
+			name:  "Purview CSV",
+			in:    "CreationDate,UserIds,Operations,AuditData\n" + `d,u,o,"` + strings.ReplaceAll(cell, `"`, `""`) + `"` + "\n",
+			want:  []string{`{"Id":"c1","CreationTime":"2024-05-01T10:00:00","Operation":"Op"}`},
+			posts: []post{{"application/x-ndjson", `{"Id":"c1","CreationTime":"2024-05-01T10:00:00","Operation":"Op"}` + "\n"}},
+		},
+	}
+	ctx := context.Background()
+	upload := func(t *testing.T, c *client.Client, in string) {
+		t.Helper()
+		up := c.NewUploader("acme", client.UploadOptions{Concurrency: 1}) // one sender: batches arrive in order
+		if err := up.Upload(ctx, "in", strings.NewReader(in)); err != nil {
+			t.Fatal(err)
+		}
+		if sum, err := up.Close(ctx); err != nil || sum.Rejected != 0 {
+			t.Fatalf("summary %+v, %v", sum, err)
+		}
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+"/fake server", func(t *testing.T) {
+			srv, c := newTest(t)
+			upload(t, c, tt.in)
+			var got []string
+			for _, r := range srv.Records("acme") {
+				got = append(got, string(r))
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("stored\n%q\nwant\n%q", got, tt.want)
+			}
+		})
+		t.Run(tt.name+"/ingest", func(t *testing.T) {
+			srv := newIngestServer(t)
+			c := client.New(srv.URL, "t")
+			c.Encoding = "identity"
+			upload(t, c, tt.in)
+			srv.mu.Lock()
+			defer srv.mu.Unlock()
+			if !slices.Equal(srv.raws, tt.want) {
+				t.Errorf("stored\n%q\nwant\n%q", srv.raws, tt.want)
+			}
+			var posts []post
+			for i := range srv.bodies {
+				posts = append(posts, post{srv.types[i], srv.bodies[i]})
+			}
+			if !slices.Equal(posts, tt.posts) {
+				t.Errorf("requests\n%q\nwant\n%q", posts, tt.posts)
+			}
+		})
+	}
+}
+
+// ingestServer answers ingest requests with the server's own ingest code,
+// reading the Content-Type as the API does, and keeps what it is sent and
+// the raw records it would store.
+type ingestServer struct {
+	*httptest.Server
+	mu                  sync.Mutex
+	types, bodies, raws []string
+}
+
+func newIngestServer(t *testing.T) *ingestServer {
+	s := &ingestServer{}
+	svc := ingest.New(appendFunc(func(_ context.Context, recs []audit.Record) ([]bool, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, r := range recs {
+			s.raws = append(s.raws, string(r.Raw))
+		}
+		return make([]bool, len(recs)), nil
+	}), ingest.Config{})
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ct := strings.TrimSpace(strings.Split(r.Header.Get("Content-Type"), ";")[0])
+		var body bytes.Buffer
+		res, err := svc.Ingest(r.Context(), ingest.Batch{
+			Tenant: "acme", Source: "test", Body: io.TeeReader(r.Body, &body),
+			Encoding: r.Header.Get("Content-Encoding"), NDJSON: ct == "application/x-ndjson",
+		})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		s.mu.Lock()
+		s.types = append(s.types, ct)
+		s.bodies = append(s.bodies, body.String())
+		s.mu.Unlock()
+		json.NewEncoder(w).Encode(res)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+type appendFunc func(context.Context, []audit.Record) ([]bool, error)
+
+func (f appendFunc) Append(ctx context.Context, recs []audit.Record) ([]bool, error) {
+	return f(ctx, recs)
 }
 
 // TestUploadUnaccountedRecords checks that an answer which does not count

@@ -12,8 +12,13 @@ import (
 // A WAL payload is one group commit: a format byte, a record count, then
 // each record's extracted columns and raw bytes. The columns are stored
 // rather than re-derived on replay because a record may have been mapped
-// by a configuration that has changed since.
-const payloadV1 = 1
+// by a configuration that has changed since. Version 2 added the
+// AppAccessContext name, correlation id and issue time; version 1 payloads
+// are still read.
+const (
+	payloadV1 = 1
+	payloadV2 = 2
+)
 
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
@@ -36,7 +41,7 @@ func appendBool(b []byte, v bool) []byte {
 
 // encodeRecords appends the payload for recs to b.
 func encodeRecords(b []byte, recs []*audit.Record) []byte {
-	b = append(b, payloadV1)
+	b = append(b, payloadV2)
 	b = binary.AppendUvarint(b, uint64(len(recs)))
 	for _, r := range recs {
 		b = appendString(b, r.Tenant)
@@ -71,6 +76,9 @@ func encodeRecords(b []byte, recs []*audit.Record) []byte {
 			b = appendString(b, m)
 		}
 		b = appendBool(b, r.ExternalAccess)
+		b = appendString(b, r.ClientAppName)
+		b = appendString(b, r.CorrelationID)
+		b = appendTime(b, r.IssuedAtTime)
 		b = binary.AppendUvarint(b, uint64(len(r.Raw)))
 		b = append(b, r.Raw...)
 	}
@@ -158,9 +166,10 @@ func (d *decoder) int32() int32 {
 // decodeRecords parses a payload written by encodeRecords. Raw slices are
 // copies, so the payload buffer may be reused.
 func decodeRecords(p []byte) ([]audit.Record, error) {
-	if len(p) == 0 || p[0] != payloadV1 {
+	if len(p) == 0 || (p[0] != payloadV1 && p[0] != payloadV2) {
 		return nil, fmt.Errorf("unknown record payload format")
 	}
+	version := p[0]
 	d := decoder{b: p[1:]}
 	n := d.uvarint()
 	if d.err != nil {
@@ -209,6 +218,11 @@ func decodeRecords(p []byte) ([]audit.Record, error) {
 			}
 		}
 		r.ExternalAccess = d.bool()
+		if version >= payloadV2 {
+			r.ClientAppName = d.string()
+			r.CorrelationID = d.string()
+			r.IssuedAtTime = d.time()
+		}
 		r.Raw = append([]byte(nil), d.bytes()...)
 		if d.err != nil {
 			return nil, fmt.Errorf("record %d: %w", i, d.err)

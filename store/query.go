@@ -112,6 +112,7 @@ func scanRecord(rows *sql.Rows) (*audit.Record, error) {
 	var (
 		r                                      audit.Record
 		ns                                     [20]sql.NullString
+		issued                                 sql.NullTime
 		recordType, userType, scope, logonType sql.NullInt32
 		opCount                                sql.NullInt64
 		throttled, external                    sql.NullBool
@@ -121,7 +122,7 @@ func scanRecord(rows *sql.Rows) (*audit.Record, error) {
 	err := rows.Scan(&r.Tenant, &r.ID, &r.CreationTime, &recordType, &ns[0], &ns[1], &ns[2], &userType,
 		&ns[3], &ns[4], &ns[5], &ns[6], &ns[7], &scope, &ns[8], &ns[9], &ns[10], &ns[11], &ns[12],
 		&logonType, &ns[13], &ns[14], &ns[15], &throttled, &opCount, &ns[16], &external, &ns[17],
-		&received, &raw)
+		&received, &ns[18], &ns[19], &issued, &raw)
 	if err != nil {
 		return nil, err
 	}
@@ -139,6 +140,10 @@ func scanRecord(rows *sql.Rows) (*audit.Record, error) {
 	r.IsThrottled, r.ExternalAccess = throttled.Bool, external.Bool
 	if received.Valid {
 		r.Received = received.Time.UTC()
+	}
+	r.ClientAppName, r.CorrelationID = ns[18].String, ns[19].String
+	if issued.Valid {
+		r.IssuedAtTime = issued.Time.UTC()
 	}
 	r.Raw = []byte(raw)
 	return &r, nil

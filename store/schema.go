@@ -55,6 +55,9 @@ var columns = []column{
 	{name: "external_access", typ: "BOOLEAN", flag: func(r *audit.Record) bool { return r.ExternalAccess }},
 	{name: "source", typ: "VARCHAR", str: func(r *audit.Record) string { return r.Source }},
 	{name: "received", typ: "TIMESTAMP", time: func(r *audit.Record) time.Time { return r.Received }},
+	{name: "client_app_name", typ: "VARCHAR", str: func(r *audit.Record) string { return r.ClientAppName }},
+	{name: "correlation_id", typ: "VARCHAR", str: func(r *audit.Record) string { return r.CorrelationID }},
+	{name: "issued_at_time", typ: "TIMESTAMP", time: func(r *audit.Record) time.Time { return r.IssuedAtTime }},
 	// raw is last: it is most of the bytes and read only for returned rows.
 	{name: "raw", typ: "VARCHAR", bytes: func(r *audit.Record) []byte { return r.Raw }},
 }

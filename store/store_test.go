@@ -3,6 +3,7 @@ package store
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -282,6 +283,8 @@ func TestCodecRoundTrip(t *testing.T) {
 	in[1].RecordType = -1
 	in[2].UserType = audit.Absent
 	in[2].InternetMessageIDs = nil
+	in[0].ClientAppName, in[0].CorrelationID = "Microsoft Office", "0c2f3b8e-1111-2222-3333-444455556666"
+	in[0].IssuedAtTime = time.Date(2026, 1, 1, 0, 0, 1, 0, time.UTC)
 	ptrs := []*audit.Record{&in[0], &in[1], &in[2]}
 	p := encodeRecords(nil, ptrs)
 	out, err := decodeRecords(p)
@@ -292,6 +295,15 @@ func TestCodecRoundTrip(t *testing.T) {
 		if fmt.Sprintf("%+v", in[i]) != fmt.Sprintf("%+v", out[i]) {
 			t.Fatalf("record %d:\n in %+v\nout %+v", i, in[i], out[i])
 		}
+	}
+	// A version 1 payload (before the AppAccessContext fields) still reads:
+	// it is a version 2 payload of one such record without their three
+	// empty values, which sit right before the raw length.
+	one := encodeRecords(nil, ptrs[1:2])
+	tail := len(in[1].Raw) + len(binary.AppendUvarint(nil, uint64(len(in[1].Raw))))
+	v1 := append(append([]byte{payloadV1}, one[1:len(one)-tail-3]...), one[len(one)-tail:]...)
+	if old, err := decodeRecords(v1); err != nil || len(old) != 1 || fmt.Sprintf("%+v", old[0]) != fmt.Sprintf("%+v", in[1]) {
+		t.Fatalf("version 1 payload: %v, %+v", err, old)
 	}
 	for cut := 0; cut < len(p); cut += 7 {
 		if _, err := decodeRecords(p[:cut]); err == nil {

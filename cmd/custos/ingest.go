@@ -46,7 +46,7 @@ rejected.
 	strict := fs.Bool("strict", false, "fail when any record is rejected")
 	batchRecords := fs.Int("batch-records", 5000, "records per request, at most")
 	batchBytes := byteSize(4 << 20)
-	fs.Var(&batchBytes, "batch-bytes", "NDJSON bytes per request before compression, at most (KiB, MiB suffixes accepted)")
+	fs.Var(&batchBytes, "batch-bytes", "record bytes per request before compression, at most (KiB, MiB suffixes accepted)")
 	concurrency := fs.Int("concurrency", 4, "requests in flight")
 	compress := fs.String("compress", "zstd", "request compression: zstd, gzip or none")
 	attempts := fs.Int("attempts", 8, "tries per batch before giving up")
