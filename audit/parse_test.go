@@ -444,3 +444,27 @@ func BenchmarkParseWorst(b *testing.B) {
 		}
 	}
 }
+
+func TestParseCopiesRawParseSharedDoesNot(t *testing.T) {
+	in := []byte(`  {"Id":"x1","CreationTime":"2024-01-01T00:00:00","Operation":"Op"}` + "\n")
+	var p Parser
+	copied, err := p.Parse(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared, err := p.ParseShared(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := string(bytes.TrimSpace(in))
+	if string(copied.Raw) != want || string(shared.Raw) != want {
+		t.Fatalf("raw: %q / %q, want %q", copied.Raw, shared.Raw, want)
+	}
+	in[2] = '[' // the caller changes its buffer
+	if string(copied.Raw) != want {
+		t.Errorf("Parse's Raw changed with its input: %q", copied.Raw)
+	}
+	if shared.Raw[0] != '[' {
+		t.Errorf("ParseShared's Raw is a copy, want the input's memory")
+	}
+}

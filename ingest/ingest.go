@@ -119,7 +119,9 @@ func (s *Service) Ingest(ctx context.Context, b Batch) (Result, error) {
 	if b.Mapping == "" {
 		p := s.parsers.Get().(*audit.Parser)
 		defer s.parsers.Put(p)
-		parse = p.Parse
+		// Each body is read into its own buffer and never reused: records may
+		// keep their bytes in it.
+		parse = p.ParseShared
 	} else {
 		m, ok := s.mappings[b.Mapping]
 		if !ok {
