@@ -10,11 +10,12 @@ import (
 	"github.com/custos-audit/custos/audit"
 )
 
-// Query selects a tenant's records. It grows with the search issue; for now
-// it is a time range and a limit.
+// Query selects a tenant's records.
 type Query struct {
 	From, To time.Time // CreationTime in [From, To); zero means unbounded
-	Limit    int       // 0 means no limit
+	Filter
+	After *Cursor // only records after this position, newest first
+	Limit int     // 0 means no limit
 }
 
 // sources returns the SQL relations holding the tenant's records in view v
@@ -39,28 +40,17 @@ func (db *DB) sources(v *view, tenant string, q Query) []string {
 	return out
 }
 
-func timeFilter(q Query) string {
-	var conds []string
-	if !q.From.IsZero() {
-		conds = append(conds, "creation_time >= "+sqlTimestamp(q.From))
-	}
-	if !q.To.IsZero() {
-		conds = append(conds, "creation_time < "+sqlTimestamp(q.To))
-	}
-	if len(conds) == 0 {
-		return ""
-	}
-	return " WHERE " + strings.Join(conds, " AND ")
-}
-
-// union selects cols from every source with the filter pushed into each
-// branch, so Parquet row groups are pruned by their statistics.
-func union(sources []string, cols, where string) string {
+// union selects cols from every source with q's condition pushed into
+// each branch, so Parquet row groups are pruned by their statistics.
+func union(sources []string, cols string, q Query) (string, []any) {
+	where, args := q.where()
 	branches := make([]string, len(sources))
+	var all []any
 	for i, s := range sources {
 		branches[i] = "SELECT " + cols + " FROM " + s + where
+		all = append(all, args...)
 	}
-	return strings.Join(branches, " UNION ALL ")
+	return strings.Join(branches, " UNION ALL "), all
 }
 
 // Records implements Store.
@@ -71,11 +61,12 @@ func (db *DB) Records(ctx context.Context, tenant string, q Query, fn func(*audi
 	if len(srcs) == 0 {
 		return nil
 	}
-	stmt := union(srcs, columnList(), timeFilter(q)) + " ORDER BY creation_time DESC, id DESC"
+	stmt, args := union(srcs, columnList(), q)
+	stmt += " ORDER BY creation_time DESC, id DESC"
 	if q.Limit > 0 {
 		stmt += fmt.Sprintf(" LIMIT %d", q.Limit)
 	}
-	rows, err := db.sql.QueryContext(ctx, stmt)
+	rows, err := db.sql.QueryContext(ctx, stmt, args...)
 	if err != nil {
 		return fmt.Errorf("store: query records: %w", err)
 	}
@@ -101,7 +92,8 @@ func (db *DB) Count(ctx context.Context, tenant string, q Query) (int64, error) 
 		return 0, nil
 	}
 	var n int64
-	err := db.sql.QueryRowContext(ctx, "SELECT count(*) FROM ("+union(srcs, "1 AS x", timeFilter(q))+")").Scan(&n)
+	stmt, args := union(srcs, "1 AS x", q)
+	err := db.sql.QueryRowContext(ctx, "SELECT count(*) FROM ("+stmt+")", args...).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("store: count records: %w", err)
 	}

@@ -194,6 +194,10 @@ func Open(dir string, opts Options) (*DB, error) {
 		db.sql.Close()
 		return nil, err
 	}
+	if err := db.registerIPIn(context.Background()); err != nil {
+		db.sql.Close()
+		return nil, err
+	}
 	active := db.newGen()
 	db.cur = &view{cat: cat, gens: []*headGen{active}}
 	db.cur.refs.Store(1)

@@ -1,0 +1,245 @@
+package store
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/custos-audit/custos/audit"
+	"github.com/custos-audit/custos/simulate"
+)
+
+// scenarioRecords returns all records of a small simulated tenant with
+// every attack scenario, so filters have rare values to find.
+func scenarioRecords(t *testing.T) []audit.Record {
+	t.Helper()
+	sim, err := simulate.New(simulate.Config{Tenant: "acme", Users: 40, Days: 4, Seed: 3,
+		Start: time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC), Scenarios: simulate.ScenarioNames(),
+		ScenarioStart: time.Date(2026, 3, 3, 0, 0, 0, 0, time.UTC)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p audit.Parser
+	var out []audit.Record
+	for {
+		raw, ok := sim.Next()
+		if !ok {
+			return out
+		}
+		r, err := p.Parse(bytes.Clone(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Tenant = "acme"
+		out = append(out, r)
+	}
+}
+
+// matches is the reference: Filter's meaning written independently of SQL.
+func matches(f Filter, r *audit.Record) bool {
+	anyFold := func(vals []string, v string) bool {
+		return len(vals) == 0 || slices.ContainsFunc(vals, func(x string) bool { return strings.EqualFold(x, v) })
+	}
+	if !anyFold(f.Operations, r.Operation) || !anyFold(f.Workloads, r.Workload) ||
+		!anyFold(f.UserIDs, r.UserID) || !anyFold(f.ResultStatuses, r.ResultStatus) {
+		return false
+	}
+	if len(f.SessionIDs) > 0 && !slices.Contains(f.SessionIDs, r.SessionID) {
+		return false
+	}
+	if len(f.RecordTypes) > 0 && !slices.Contains(f.RecordTypes, r.RecordType) {
+		return false
+	}
+	if len(f.AppIDs) > 0 && !anyFold(f.AppIDs, r.AppID) && !anyFold(f.AppIDs, r.ClientAppID) {
+		return false
+	}
+	if len(f.ObjectIDs) > 0 && !slices.ContainsFunc(f.ObjectIDs, func(w string) bool {
+		parts := strings.Split(w, "*")
+		for i := range parts {
+			parts[i] = regexp.QuoteMeta(parts[i])
+		}
+		return regexp.MustCompile(`(?is)^` + strings.Join(parts, ".*") + `$`).MatchString(r.ObjectID)
+	}) {
+		return false
+	}
+	if len(f.MessageIDs) > 0 && !slices.ContainsFunc(f.MessageIDs, func(m string) bool { return slices.Contains(r.InternetMessageIDs, m) }) {
+		return false
+	}
+	if len(f.IPs) > 0 {
+		a, err := netip.ParseAddr(r.ClientIP)
+		if err != nil || !slices.ContainsFunc(f.IPs, func(p netip.Prefix) bool { return p.Contains(a.Unmap()) }) {
+			return false
+		}
+	}
+	if f.Keyword != "" && !strings.Contains(strings.ToLower(string(r.Raw)), strings.ToLower(f.Keyword)) {
+		return false
+	}
+	return true
+}
+
+func TestFiltersMatchReference(t *testing.T) {
+	recs := scenarioRecords(t)
+	db := openTest(t, t.TempDir(), testOptions())
+	defer db.Close()
+	// Half sealed, half in the head: every query spans both.
+	half := len(recs) / 2
+	mustAppend(t, db, recs[:half])
+	if err := db.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, db, recs[half:])
+
+	// Pick real values so that every filter has matches.
+	var withMsg, withSession, withObject *audit.Record
+	for i := range recs {
+		r := &recs[i]
+		if withMsg == nil && len(r.InternetMessageIDs) > 1 {
+			withMsg = r
+		}
+		if withSession == nil && r.SessionID != "" {
+			withSession = r
+		}
+		if withObject == nil && strings.HasPrefix(r.ObjectID, "https://") {
+			withObject = r
+		}
+	}
+	if withMsg == nil || withSession == nil || withObject == nil {
+		t.Fatal("simulator output lacks message ids, sessions or URL object ids")
+	}
+	storm := netip.MustParsePrefix("203.0.113.0/24")
+	cases := map[string]Filter{
+		"none":            {},
+		"operation":       {Operations: []string{"mailitemsaccessed"}},
+		"operations":      {Operations: []string{"Send", "New-InboxRule", "Consent to application."}},
+		"record type":     {RecordTypes: []int32{50, 8}},
+		"workload":        {Workloads: []string{"AzureActiveDirectory"}},
+		"user":            {UserIDs: []string{strings.ToUpper(recs[7].UserID)}},
+		"ip exact":        {IPs: []netip.Prefix{netip.PrefixFrom(netip.MustParseAddr(recs[11].ClientIP), netip.MustParseAddr(recs[11].ClientIP).BitLen())}},
+		"ip cidr":         {IPs: []netip.Prefix{storm, netip.MustParsePrefix("198.51.100.0/24")}},
+		"ipv6 cidr":       {IPs: []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")}},
+		"app id":          {AppIDs: []string{"6b7f0558-3c2d-4e91-a8f0-2d5c0de05580"}},
+		"object wildcard": {ObjectIDs: []string{withObject.ObjectID[:20] + "*"}},
+		"object exact":    {ObjectIDs: []string{withObject.ObjectID}},
+		"session":         {SessionIDs: []string{withSession.SessionID}},
+		"message id":      {MessageIDs: []string{withMsg.InternetMessageIDs[1]}},
+		"result status":   {ResultStatuses: []string{"SUCCEEDED"}},
+		"keyword":         {Keyword: "INBOXRULE"},
+		// Unescaped, % and _ would match MailItemsAccessed.
+		"matches nothing: literal percent":    {Keyword: "MailItems%ccessed"},
+		"matches nothing: literal underscore": {Keyword: "MailItems_ccessed"},
+		"combined":                            {Operations: []string{"MailItemsAccessed"}, AppIDs: []string{"6b7f0558-3c2d-4e91-a8f0-2d5c0de05580"}, IPs: []netip.Prefix{storm}},
+		"matches nothing":                     {UserIDs: []string{"nobody@nowhere"}},
+	}
+	from, to := recs[0].CreationTime.Add(6*time.Hour), recs[len(recs)-1].CreationTime.Add(-6*time.Hour)
+	for name, f := range cases {
+		t.Run(name, func(t *testing.T) {
+			for _, q := range []Query{{Filter: f}, {Filter: f, From: from, To: to}} {
+				var want []string
+				for i := range recs {
+					r := &recs[i]
+					inRange := (q.From.IsZero() || !r.CreationTime.Before(q.From)) && (q.To.IsZero() || r.CreationTime.Before(q.To))
+					if inRange && matches(f, r) {
+						want = append(want, r.ID)
+					}
+				}
+				var got []string
+				if err := db.Records(ctx, "acme", q, func(r *audit.Record) error {
+					got = append(got, r.ID)
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+				n, err := db.Count(ctx, "acme", q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				slices.Sort(got)
+				slices.Sort(want)
+				if !slices.Equal(got, want) || n != int64(len(want)) {
+					t.Fatalf("%+v: got %d records (count %d), want %d", q, len(got), n, len(want))
+				}
+				if !strings.HasPrefix(name, "matches nothing") && len(want) == 0 && q.From.IsZero() {
+					t.Fatalf("filter %s matches nothing in the reference: the case tests nothing", name)
+				}
+			}
+		})
+	}
+}
+
+// TestCursorPagingWhileIngesting pages newest-first through the records
+// present at the start while other records keep arriving, some newer and
+// some older than the pages read so far: every original record is seen
+// exactly once and in order.
+func TestCursorPagingWhileIngesting(t *testing.T) {
+	db := openTest(t, t.TempDir(), testOptions())
+	defer db.Close()
+	day := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	orig := mkrecs("acme", 2000, day, time.Minute)
+	mustAppend(t, db, orig)
+	if err := db.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			// Late arrivals interleaved with the originals, and new ones.
+			at := day.Add(time.Duration(i%2000)*time.Minute + 30*time.Second)
+			if i%3 == 0 {
+				at = day.Add(3000*time.Minute + time.Duration(i)*time.Second)
+			}
+			db.Append(ctx, []audit.Record{mkrec("acme", fmt.Sprintf("new-%d", i), at, "u@x")})
+			if i%50 == 0 {
+				db.Seal(ctx)
+			}
+		}
+	}()
+	seen := map[string]int{}
+	var order []time.Time
+	q := Query{To: day.Add(2000 * time.Minute), Limit: 97}
+	for pages := 0; ; pages++ {
+		var last *audit.Record
+		n := 0
+		if err := db.Records(ctx, "acme", q, func(r *audit.Record) error {
+			n++
+			if !strings.HasPrefix(r.ID, "new-") {
+				seen[r.ID]++
+				order = append(order, r.CreationTime)
+			}
+			last = r
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		q.After = &Cursor{Time: last.CreationTime, ID: last.ID}
+		if pages > 1000 {
+			t.Fatal("paging does not end")
+		}
+	}
+	close(stop)
+	wg.Wait()
+	for _, r := range orig {
+		if seen[r.ID] != 1 {
+			t.Fatalf("record %s seen %d times", r.ID, seen[r.ID])
+		}
+	}
+	if !slices.IsSortedFunc(order, func(a, b time.Time) int { return b.Compare(a) }) {
+		t.Fatal("pages are not newest first")
+	}
+}
