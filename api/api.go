@@ -65,6 +65,7 @@ func New(cfg Config) *Server {
 	handle("GET /api/v1/tenants/{tenant}", s.tenantRoute(auth.RoleRead, s.getTenant, auth.RoleIngest))
 	handle("POST /api/v1/tenants/{tenant}/records", s.tenantRoute(auth.RoleIngest, s.ingestRecords))
 	handle("GET /api/v1/tenants/{tenant}/records", s.tenantRoute(auth.RoleRead, s.listRecords))
+	handle("POST /api/v1/tenants/{tenant}/records/search", s.tenantRoute(auth.RoleRead, s.searchRecords))
 
 	handle("POST /api/v1/tokens", s.authed(s.createToken))
 	handle("GET /api/v1/tokens", s.authed(s.listTokens))
@@ -357,53 +358,6 @@ func (s *Server) ingestRecords(w http.ResponseWriter, r *http.Request, p auth.Pr
 		s.log.Error("ingest failed", "tenant", r.PathValue("tenant"), "err", err)
 		w.Header().Set("Retry-After", "30")
 		writeError(w, http.StatusServiceUnavailable, "records could not be stored: "+err.Error())
-	}
-}
-
-// listRecords streams the tenant's records in a time range, newest first,
-// as NDJSON of the raw records. The search issue extends this route.
-func (s *Server) listRecords(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	q := r.URL.Query()
-	var sq store.Query
-	var err error
-	if sq.From, err = parseTime(q.Get("from")); err != nil {
-		writeError(w, http.StatusBadRequest, "from: "+err.Error())
-		return
-	}
-	if sq.To, err = parseTime(q.Get("to")); err != nil {
-		writeError(w, http.StatusBadRequest, "to: "+err.Error())
-		return
-	}
-	if l := q.Get("limit"); l != "" {
-		if sq.Limit, err = strconv.Atoi(l); err != nil || sq.Limit < 0 {
-			writeError(w, http.StatusBadRequest, "limit: want a non-negative integer")
-			return
-		}
-	}
-	tenant := r.PathValue("tenant")
-	if q.Get("count") == "true" {
-		n, err := s.cfg.Reader.Count(r.Context(), tenant, sq)
-		if err != nil {
-			s.log.Error("count failed", "tenant", tenant, "err", err)
-			writeError(w, http.StatusInternalServerError, "count failed")
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]int64{"count": n})
-		return
-	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	started := false
-	err = s.cfg.Reader.Records(r.Context(), tenant, sq, func(rec *audit.Record) error {
-		started = true
-		if _, err := w.Write(rec.Raw); err != nil {
-			return err
-		}
-		_, err := w.Write([]byte{'\n'})
-		return err
-	})
-	if err != nil && !started {
-		s.log.Error("list records failed", "tenant", tenant, "err", err)
-		writeError(w, http.StatusInternalServerError, "reading records failed")
 	}
 }
 

@@ -142,7 +142,12 @@ var isolationCases = map[string]isolationCase{
 		need: auth.RoleIngest,
 	},
 	"GET /api/v1/tenants/{tenant}/records": {
-		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/records" },
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/records?from=30d" },
+		need: auth.RoleRead,
+	},
+	"POST /api/v1/tenants/{tenant}/records/search": {
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/records/search" },
+		body: func(t string) []byte { return []byte(`{"from":"30d","operations":["MailItemsAccessed"]}`) },
 		need: auth.RoleRead,
 	},
 	"POST /api/v1/tokens": {
@@ -267,7 +272,7 @@ func TestTenantIsolationOnEveryRoute(t *testing.T) {
 }
 
 func (e *env) idsOf(tenant string) []string {
-	r := e.do("GET", "/api/v1/tenants/"+tenant+"/records", e.tokens["global/read"], nil)
+	r := e.do("GET", "/api/v1/tenants/"+tenant+"/records?from=2000-01-01", e.tokens["global/read"], nil)
 	if r.status != 200 {
 		e.t.Fatalf("list %s: %d %s", tenant, r.status, r.body)
 	}

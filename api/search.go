@@ -1,0 +1,235 @@
+package api
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/custos-audit/custos/audit"
+	"github.com/custos-audit/custos/auth"
+	"github.com/custos-audit/custos/store"
+)
+
+// maxPage bounds limit: a page is buffered to put its cursor in a header.
+// Without a limit the whole result streams, with no cap.
+const maxPage = 10_000
+
+// searchRequest is a search as the API takes it: query parameters of
+// GET .../records, or the JSON body of POST .../records/search (for long
+// filter lists). Times are RFC 3339, a date, or relative (30d).
+type searchRequest struct {
+	From           string   `json:"from"`
+	To             string   `json:"to"`
+	Operations     []string `json:"operations"`
+	RecordTypes    []string `json:"recordTypes"` // numbers or names
+	Workloads      []string `json:"workloads"`
+	Users          []string `json:"users"`
+	IPs            []string `json:"ips"` // addresses or CIDR ranges
+	AppIDs         []string `json:"appIds"`
+	ObjectIDs      []string `json:"objectIds"`
+	SessionIDs     []string `json:"sessionIds"`
+	MessageIDs     []string `json:"messageIds"`
+	ResultStatuses []string `json:"resultStatuses"`
+	Keyword        string   `json:"keyword"`
+	Limit          int      `json:"limit"`
+	Cursor         string   `json:"cursor"`
+	Count          bool     `json:"count"`
+}
+
+// fromURL reads a search from query parameters. A list parameter may be
+// repeated or comma-separated.
+func searchFromURL(r *http.Request) (searchRequest, error) {
+	q := r.URL.Query()
+	list := func(name string) []string {
+		var out []string
+		for _, v := range q[name] {
+			for _, s := range strings.Split(v, ",") {
+				if s = strings.TrimSpace(s); s != "" {
+					out = append(out, s)
+				}
+			}
+		}
+		return out
+	}
+	sr := searchRequest{
+		From: q.Get("from"), To: q.Get("to"),
+		Operations: list("operation"), RecordTypes: list("recordType"), Workloads: list("workload"),
+		Users: list("user"), IPs: list("ip"), AppIDs: list("appId"), ObjectIDs: list("objectId"),
+		SessionIDs: list("sessionId"), MessageIDs: list("messageId"), ResultStatuses: list("resultStatus"),
+		Keyword: q.Get("keyword"), Cursor: q.Get("cursor"), Count: q.Get("count") == "true",
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil {
+			return sr, errors.New("limit: want a whole number")
+		}
+		sr.Limit = n
+	}
+	return sr, nil
+}
+
+// query validates the search and turns it into a store query.
+func (sr searchRequest) query(now time.Time) (store.Query, error) {
+	var q store.Query
+	var err error
+	if sr.From == "" {
+		return q, errors.New("from is required (RFC 3339, YYYY-MM-DD, or relative like 30d)")
+	}
+	if q.From, err = parseTime(sr.From); err != nil {
+		return q, fmt.Errorf("from: %w", err)
+	}
+	q.To = now
+	if sr.To != "" {
+		if q.To, err = parseTime(sr.To); err != nil {
+			return q, fmt.Errorf("to: %w", err)
+		}
+	}
+	if !q.From.Before(q.To) {
+		return q, errors.New("from must be before to")
+	}
+	if sr.Limit < 0 || sr.Limit > maxPage {
+		return q, fmt.Errorf("limit: want 1 to %d, or none to stream every match", maxPage)
+	}
+	q.Limit = sr.Limit
+	for _, t := range sr.RecordTypes {
+		if n, err := strconv.ParseInt(t, 10, 32); err == nil {
+			q.RecordTypes = append(q.RecordTypes, int32(n))
+		} else if rt, ok := audit.ParseRecordType(t); ok {
+			q.RecordTypes = append(q.RecordTypes, int32(rt))
+		} else {
+			return q, fmt.Errorf("recordType: %q is neither a number nor a known record type name", t)
+		}
+	}
+	for _, s := range sr.IPs {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(strings.Trim(s, "[]"))
+			if aerr != nil {
+				return q, fmt.Errorf("ip: %q is not an address or a CIDR range", s)
+			}
+			a = a.Unmap()
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		q.IPs = append(q.IPs, p)
+	}
+	q.Operations, q.Workloads, q.UserIDs = sr.Operations, sr.Workloads, sr.Users
+	q.AppIDs, q.ObjectIDs, q.SessionIDs = sr.AppIDs, sr.ObjectIDs, sr.SessionIDs
+	q.MessageIDs, q.ResultStatuses, q.Keyword = sr.MessageIDs, sr.ResultStatuses, sr.Keyword
+	if sr.Cursor != "" {
+		c, err := decodeCursor(sr.Cursor)
+		if err != nil {
+			return q, err
+		}
+		q.After = &c
+	}
+	return q, nil
+}
+
+type cursorJSON struct {
+	T  time.Time `json:"t"`
+	ID string    `json:"id"`
+}
+
+func encodeCursor(c store.Cursor) string {
+	b, _ := json.Marshal(cursorJSON{c.Time.UTC(), c.ID})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeCursor(s string) (store.Cursor, error) {
+	var c cursorJSON
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err == nil {
+		err = json.Unmarshal(b, &c)
+	}
+	if err != nil || c.ID == "" {
+		return store.Cursor{}, errors.New("cursor: not a cursor this server issued")
+	}
+	return store.Cursor{Time: c.T, ID: c.ID}, nil
+}
+
+// listRecords answers GET .../records: the search in the query string.
+func (s *Server) listRecords(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	sr, err := searchFromURL(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	s.search(w, r, sr)
+}
+
+// searchRecords answers POST .../records/search: the search as JSON.
+func (s *Server) searchRecords(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	var sr searchRequest
+	if !readJSON(w, r, &sr) {
+		return
+	}
+	s.search(w, r, sr)
+}
+
+// search streams the matching raw records as NDJSON, newest first. With a
+// limit, a full page carries the cursor of the next one in the
+// Custos-Next-Cursor header; the last page has none.
+func (s *Server) search(w http.ResponseWriter, r *http.Request, sr searchRequest) {
+	q, err := sr.query(time.Now().UTC())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	tenant := r.PathValue("tenant")
+	if sr.Count {
+		n, err := s.cfg.Reader.Count(r.Context(), tenant, q)
+		if err != nil {
+			s.log.Error("count failed", "tenant", tenant, "err", err)
+			writeError(w, http.StatusInternalServerError, "count failed")
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]int64{"count": n})
+		return
+	}
+	if q.Limit > 0 {
+		var page []byte
+		var n int
+		var last store.Cursor
+		err := s.cfg.Reader.Records(r.Context(), tenant, q, func(rec *audit.Record) error {
+			page = append(append(page, rec.Raw...), '\n')
+			n++
+			last = store.Cursor{Time: rec.CreationTime, ID: rec.ID}
+			return nil
+		})
+		if err != nil {
+			s.log.Error("search failed", "tenant", tenant, "err", err)
+			writeError(w, http.StatusInternalServerError, "reading records failed")
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		if n == q.Limit {
+			w.Header().Set("Custos-Next-Cursor", encodeCursor(last))
+		}
+		w.Write(page)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	started := false
+	err = s.cfg.Reader.Records(r.Context(), tenant, q, func(rec *audit.Record) error {
+		started = true
+		if _, err := w.Write(rec.Raw); err != nil {
+			return err
+		}
+		_, err := w.Write([]byte{'\n'})
+		return err
+	})
+	if err != nil && !started {
+		s.log.Error("search failed", "tenant", tenant, "err", err)
+		writeError(w, http.StatusInternalServerError, "reading records failed")
+	} else if err != nil && r.Context().Err() == nil {
+		// The status is sent; cutting the stream short is all that is left.
+		s.log.Error("search failed mid-stream", "tenant", tenant, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+}
