@@ -1,10 +1,14 @@
 package api
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/base64"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -40,6 +44,7 @@ type searchRequest struct {
 	Limit          int      `json:"limit"`
 	Cursor         string   `json:"cursor"`
 	Count          bool     `json:"count"`
+	Format         string   `json:"format"` // ndjson (default) or csv
 }
 
 // fromURL reads a search from query parameters. A list parameter may be
@@ -63,6 +68,7 @@ func searchFromURL(r *http.Request) (searchRequest, error) {
 		Users: list("user"), IPs: list("ip"), AppIDs: list("appId"), ObjectIDs: list("objectId"),
 		SessionIDs: list("sessionId"), MessageIDs: list("messageId"), ResultStatuses: list("resultStatus"),
 		Keyword: q.Get("keyword"), Cursor: q.Get("cursor"), Count: q.Get("count") == "true",
+		Format: q.Get("format"),
 	}
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
@@ -172,13 +178,25 @@ func (s *Server) searchRecords(w http.ResponseWriter, r *http.Request, p auth.Pr
 	s.search(w, r, sr)
 }
 
-// search streams the matching raw records as NDJSON, newest first. With a
-// limit, a full page carries the cursor of the next one in the
-// Custos-Next-Cursor header; the last page has none.
+// search streams the matching records, newest first: the raw records as
+// NDJSON, or as CSV in the Purview export layout. With a limit, a full page
+// carries the cursor of the next one in the Custos-Next-Cursor header; the
+// last page has none. Without one the result streams with no cap and
+// nothing is held in memory.
 func (s *Server) search(w http.ResponseWriter, r *http.Request, sr searchRequest) {
 	q, err := sr.query(time.Now().UTC())
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	var newEnc func(io.Writer) recordEncoder
+	switch sr.Format {
+	case "", "ndjson":
+		newEnc = func(w io.Writer) recordEncoder { return ndjsonEncoder{w} }
+	case "csv":
+		newEnc = newCSVEncoder
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("format: %q is not ndjson or csv", sr.Format))
 		return
 	}
 	tenant := r.PathValue("tenant")
@@ -192,44 +210,110 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request, sr searchRequest
 		writeJSON(w, http.StatusOK, map[string]int64{"count": n})
 		return
 	}
+	contentType := "application/x-ndjson"
+	if sr.Format == "csv" {
+		contentType = "text/csv; charset=utf-8"
+	}
 	if q.Limit > 0 {
-		var page []byte
+		var page bytes.Buffer
+		enc := newEnc(&page)
 		var n int
 		var last store.Cursor
 		err := s.cfg.Reader.Records(r.Context(), tenant, q, func(rec *audit.Record) error {
-			page = append(append(page, rec.Raw...), '\n')
 			n++
 			last = store.Cursor{Time: rec.CreationTime, ID: rec.ID}
-			return nil
+			return enc.encode(rec)
 		})
+		if err == nil {
+			err = enc.flush()
+		}
 		if err != nil {
 			s.log.Error("search failed", "tenant", tenant, "err", err)
 			writeError(w, http.StatusInternalServerError, "reading records failed")
 			return
 		}
-		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.Header().Set("Content-Type", contentType)
 		if n == q.Limit {
 			w.Header().Set("Custos-Next-Cursor", encodeCursor(last))
 		}
-		w.Write(page)
+		w.Write(page.Bytes())
 		return
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Content-Type", contentType)
+	bw := bufio.NewWriterSize(w, 64<<10)
+	enc := newEnc(bw)
 	started := false
 	err = s.cfg.Reader.Records(r.Context(), tenant, q, func(rec *audit.Record) error {
 		started = true
-		if _, err := w.Write(rec.Raw); err != nil {
-			return err
-		}
-		_, err := w.Write([]byte{'\n'})
-		return err
+		return enc.encode(rec)
 	})
+	if err == nil {
+		if err = enc.flush(); err == nil {
+			err = bw.Flush()
+		}
+	}
 	if err != nil && !started {
 		s.log.Error("search failed", "tenant", tenant, "err", err)
 		writeError(w, http.StatusInternalServerError, "reading records failed")
 	} else if err != nil && r.Context().Err() == nil {
-		// The status is sent; cutting the stream short is all that is left.
+		// The status is sent; cutting the stream short is all that is left,
+		// so the client sees an error rather than a complete-looking result.
 		s.log.Error("search failed mid-stream", "tenant", tenant, "err", err)
 		panic(http.ErrAbortHandler)
 	}
+}
+
+type recordEncoder interface {
+	encode(*audit.Record) error
+	flush() error
+}
+
+type ndjsonEncoder struct{ w io.Writer }
+
+func (e ndjsonEncoder) encode(r *audit.Record) error {
+	if _, err := e.w.Write(r.Raw); err != nil {
+		return err
+	}
+	_, err := e.w.Write([]byte{'\n'})
+	return err
+}
+
+func (ndjsonEncoder) flush() error { return nil }
+
+// csvEncoder writes Purview's audit export layout (CreationDate, UserId,
+// Operation, AuditData) plus RecordType and Id, so that tools reading
+// Purview exports, and custos ingest, read it back.
+type csvEncoder struct {
+	w      *csv.Writer
+	header bool
+}
+
+func newCSVEncoder(w io.Writer) recordEncoder { return &csvEncoder{w: csv.NewWriter(w)} }
+
+func (e *csvEncoder) writeHeader() error {
+	if e.header {
+		return nil
+	}
+	e.header = true
+	return e.w.Write([]string{"CreationDate", "UserId", "Operation", "AuditData", "RecordType", "Id"})
+}
+
+func (e *csvEncoder) encode(r *audit.Record) error {
+	if err := e.writeHeader(); err != nil {
+		return err
+	}
+	rt := ""
+	if r.RecordType != audit.Absent {
+		rt = strconv.Itoa(int(r.RecordType))
+	}
+	return e.w.Write([]string{r.CreationTime.UTC().Format("2006-01-02T15:04:05.0000000Z"),
+		r.UserID, r.Operation, string(r.Raw), rt, r.ID})
+}
+
+func (e *csvEncoder) flush() error {
+	if err := e.writeHeader(); err != nil { // an empty result is still a CSV file
+		return err
+	}
+	e.w.Flush()
+	return e.w.Error()
 }

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"encoding/csv"
 	"encoding/json"
 	"net/url"
 	"slices"
@@ -85,8 +86,26 @@ func TestSearchFiltersAndPaging(t *testing.T) {
 	if !slices.Equal(all, []string{"a5", "a4", "a3", "a2", "a1"}) {
 		t.Errorf("paged: %v", all)
 	}
+	// CSV export in the Purview layout carries the raw records unchanged.
+	raws := strings.Split(strings.TrimSpace(body.String()), "\n")
+	r := get("format=csv&ip=203.0.113.0/24")
+	rows, err := csv.NewReader(bytes.NewReader(r.body)).ReadAll()
+	if err != nil || r.status != 200 || len(rows) != 3 {
+		t.Fatalf("csv: %d %v %q", r.status, err, r.body)
+	}
+	if !slices.Equal(rows[0], []string{"CreationDate", "UserId", "Operation", "AuditData", "RecordType", "Id"}) ||
+		rows[1][3] != raws[3] || rows[2][3] != raws[0] || rows[1][5] != "a4" || rows[1][4] != "50" ||
+		rows[1][0] != "2026-06-02T10:03:00.0000000Z" || rows[1][1] != "u@x.example" {
+		t.Errorf("csv rows: %q", rows)
+	}
+	if r := get("format=csv&user=nobody"); strings.TrimSpace(string(r.body)) != "CreationDate,UserId,Operation,AuditData,RecordType,Id" {
+		t.Errorf("empty csv: %q", r.body)
+	}
+	if r := get("format=xml"); r.status != 400 {
+		t.Errorf("format=xml: %d", r.status)
+	}
 	// The same search as a JSON body.
-	r := e.do("POST", "/api/v1/tenants/alpha/records/search", tok,
+	r = e.do("POST", "/api/v1/tenants/alpha/records/search", tok,
 		[]byte(`{"from":"2026-06-01","to":"2026-06-03","ips":["203.0.113.0/24"],"operations":["MailItemsAccessed"]}`))
 	if r.status != 200 || !slices.Equal(idsIn(r.body), []string{"a4", "a1"}) {
 		t.Errorf("POST search: %d %s", r.status, r.body)
