@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,11 +15,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/custos-audit/custos/audit"
 )
 
 // TestMain lets end-to-end tests run this test binary as the real custos
@@ -359,5 +363,63 @@ func TestDuplicateIngestOfSimulatorFile(t *testing.T) {
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Fatalf("stored contents differ from the file: %d stored, %d in file", len(got), len(want))
+	}
+
+	// custos search against a reference filtered here from the file: the
+	// attacker's AppId, all output formats, --count and --limit.
+	const stormApp = "6b7f0558-3c2d-4e91-a8f0-2d5c0de05580"
+	var wantStorm []string
+	for _, line := range recs {
+		r, err := audit.Parse([]byte(line))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.EqualFold(r.AppID, stormApp) || strings.EqualFold(r.ClientAppID, stormApp) {
+			wantStorm = append(wantStorm, line)
+		}
+	}
+	if len(wantStorm) == 0 {
+		t.Fatal("the storm-0558 scenario injected nothing")
+	}
+	readEnv := []string{"CUSTOS_SERVER=" + s.url, "CUSTOS_TOKEN=" + readTok.Token}
+	search := func(args ...string) string {
+		return runCLI(t, readEnv, append([]string{"search", "--tenant", "contoso", "--from", "2026-03-01", "--to", "2026-03-10", "--app-id", stormApp}, args...)...)
+	}
+	nd := strings.Split(strings.TrimSpace(search("--format", "ndjson")), "\n")
+	var times []time.Time
+	for _, l := range nd {
+		r, err := audit.Parse([]byte(l))
+		if err != nil {
+			t.Fatalf("search output line %q: %v", l, err)
+		}
+		times = append(times, r.CreationTime)
+	}
+	if !slices.IsSortedFunc(times, func(a, b time.Time) int { return b.Compare(a) }) {
+		t.Error("search output is not newest first")
+	}
+	gotStorm := slices.Clone(nd)
+	slices.Sort(gotStorm)
+	slices.Sort(wantStorm)
+	if !slices.Equal(gotStorm, wantStorm) {
+		t.Fatalf("search --app-id: %d records, reference %d", len(gotStorm), len(wantStorm))
+	}
+	if n := strings.TrimSpace(search("--count")); n != strconv.Itoa(len(wantStorm)) {
+		t.Errorf("search --count = %s, want %d", n, len(wantStorm))
+	}
+	rows, err := csv.NewReader(strings.NewReader(search("--format", "csv"))).ReadAll()
+	if err != nil || len(rows) != len(wantStorm)+1 || rows[0][3] != "AuditData" {
+		t.Fatalf("search --format csv: %d rows, %v", len(rows), err)
+	}
+	for i, row := range rows[1:] {
+		if row[3] != nd[i] {
+			t.Fatalf("csv row %d AuditData differs from the ndjson record", i)
+		}
+	}
+	table := strings.Split(strings.TrimSpace(search()), "\n")
+	if len(table) != len(wantStorm)+1 || !strings.HasPrefix(table[0], "TIME (UTC)") {
+		t.Errorf("table: %d lines, want %d and a header", len(table), len(wantStorm)+1)
+	}
+	if top := strings.Split(strings.TrimSpace(search("--format", "ndjson", "--limit", "3")), "\n"); !slices.Equal(top, nd[:3]) {
+		t.Errorf("--limit 3 gave %d records, not the newest three", len(top))
 	}
 }

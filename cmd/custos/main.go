@@ -23,6 +23,7 @@ func commands() map[string]command {
 		"serve":    {"run the custos server", runServe},
 		"simulate": {"generate realistic Microsoft 365 audit activity", runSimulate},
 		"ingest":   {"send audit records from files to a server", runIngest},
+		"search":   {"search a tenant's records; export them as csv or ndjson", runSearch},
 		"tenant":   {"manage tenants (create, list)", runTenant},
 		"token":    {"manage API tokens (create, list, revoke)", runToken},
 		"bench":    {"measure ingest throughput, storage and memory (bench ingest)", runBench},
