@@ -24,6 +24,7 @@ import (
 type Reader interface {
 	Records(ctx context.Context, tenant string, q store.Query, fn func(*audit.Record) error) error
 	Count(ctx context.Context, tenant string, q store.Query) (int64, error)
+	Histogram(ctx context.Context, tenant string, q store.Query, interval time.Duration) ([]store.Bucket, error)
 }
 
 // Config wires the API to the rest of custos.

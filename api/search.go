@@ -44,7 +44,8 @@ type searchRequest struct {
 	Limit          int      `json:"limit"`
 	Cursor         string   `json:"cursor"`
 	Count          bool     `json:"count"`
-	Format         string   `json:"format"` // ndjson (default) or csv
+	Format         string   `json:"format"`    // ndjson (default) or csv
+	Histogram      string   `json:"histogram"` // an interval (15m, 1h, 1d): answer counts per interval
 }
 
 // fromURL reads a search from query parameters. A list parameter may be
@@ -68,7 +69,7 @@ func searchFromURL(r *http.Request) (searchRequest, error) {
 		Users: list("user"), IPs: list("ip"), AppIDs: list("appId"), ObjectIDs: list("objectId"),
 		SessionIDs: list("sessionId"), MessageIDs: list("messageId"), ResultStatuses: list("resultStatus"),
 		Keyword: q.Get("keyword"), Cursor: q.Get("cursor"), Count: q.Get("count") == "true",
-		Format: q.Get("format"),
+		Format: q.Get("format"), Histogram: q.Get("histogram"),
 	}
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
@@ -200,6 +201,10 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request, sr searchRequest
 		return
 	}
 	tenant := r.PathValue("tenant")
+	if sr.Histogram != "" {
+		s.histogram(w, r, tenant, q, sr.Histogram)
+		return
+	}
 	if sr.Count {
 		n, err := s.cfg.Reader.Count(r.Context(), tenant, q)
 		if err != nil {
@@ -261,6 +266,51 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request, sr searchRequest
 		s.log.Error("search failed mid-stream", "tenant", tenant, "err", err)
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// maxBuckets bounds a histogram's size: a year of hours is 8,784.
+const maxBuckets = 10_000
+
+// histogram answers the count and the counts per interval of a search, for
+// a timeline.
+func (s *Server) histogram(w http.ResponseWriter, r *http.Request, tenant string, q store.Query, interval string) {
+	d, err := parseInterval(interval)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "histogram: "+err.Error())
+		return
+	}
+	if q.To.Sub(q.From)/d > maxBuckets {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("histogram: %s over this range is more than %d intervals", interval, maxBuckets))
+		return
+	}
+	buckets, err := s.cfg.Reader.Histogram(r.Context(), tenant, q, d)
+	if err != nil {
+		s.log.Error("histogram failed", "tenant", tenant, "err", err)
+		writeError(w, http.StatusInternalServerError, "histogram failed")
+		return
+	}
+	var total int64
+	for _, b := range buckets {
+		total += b.Count
+	}
+	if buckets == nil {
+		buckets = []store.Bucket{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"count": total, "interval": d.String(), "buckets": buckets})
+}
+
+// parseInterval reads a Go duration or a number of days (1d).
+func parseInterval(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		if v, err := strconv.Atoi(n); err == nil && v > 0 {
+			return time.Duration(v) * 24 * time.Hour, nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < time.Second {
+		return 0, fmt.Errorf("%q is not an interval of a second or more (15m, 1h, 1d)", s)
+	}
+	return d, nil
 }
 
 type recordEncoder interface {

@@ -86,6 +86,23 @@ func TestSearchFiltersAndPaging(t *testing.T) {
 	if !slices.Equal(all, []string{"a5", "a4", "a3", "a2", "a1"}) {
 		t.Errorf("paged: %v", all)
 	}
+	// A histogram for the timeline: per-minute counts of the same search.
+	var h struct {
+		Count    int64
+		Interval string
+		Buckets  []struct {
+			Start time.Time
+			Count int64
+		}
+	}
+	hr := get("ip=203.0.113.0/24&histogram=1m")
+	if err := json.Unmarshal(hr.body, &h); err != nil || hr.status != 200 || h.Count != 2 || len(h.Buckets) != 2 ||
+		!h.Buckets[0].Start.Equal(at) || !h.Buckets[1].Start.Equal(at.Add(3*time.Minute)) || h.Buckets[1].Count != 1 {
+		t.Errorf("histogram: %d %s", hr.status, hr.body)
+	}
+	if r := get("histogram=1s"); r.status != 400 || !strings.Contains(string(r.body), "intervals") {
+		t.Errorf("a 2-day histogram by the second: %d %s", r.status, r.body)
+	}
 	// CSV export in the Purview layout carries the raw records unchanged.
 	raws := strings.Split(strings.TrimSpace(body.String()), "\n")
 	r := get("format=csv&ip=203.0.113.0/24")

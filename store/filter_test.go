@@ -243,3 +243,40 @@ func TestCursorPagingWhileIngesting(t *testing.T) {
 		t.Fatal("pages are not newest first")
 	}
 }
+
+func TestHistogram(t *testing.T) {
+	db := openTest(t, t.TempDir(), testOptions())
+	defer db.Close()
+	day := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	recs := mkrecs("acme", 300, day.Add(-30*time.Minute), 7*time.Minute) // ~35 hours
+	mustAppend(t, db, recs[:150])
+	if err := db.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, db, recs[150:])
+	q := Query{From: day, To: day.Add(24 * time.Hour), Filter: Filter{UserIDs: []string{"user3@acme.example"}}}
+	got, err := db.Histogram(ctx, "acme", q, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[time.Time]int64{}
+	for _, r := range recs {
+		if r.UserID == "user3@acme.example" && !r.CreationTime.Before(q.From) && r.CreationTime.Before(q.To) {
+			want[r.CreationTime.Truncate(time.Hour)]++
+		}
+	}
+	var total int64
+	for _, b := range got {
+		if b.Count != want[b.Start] {
+			t.Errorf("bucket %s: %d, want %d", b.Start, b.Count, want[b.Start])
+		}
+		total += b.Count
+	}
+	n, _ := db.Count(ctx, "acme", q)
+	if len(got) != len(want) || total != n || n == 0 {
+		t.Fatalf("%d buckets totalling %d (count %d), want %d buckets", len(got), total, n, len(want))
+	}
+	if !slices.IsSortedFunc(got, func(a, b Bucket) int { return a.Start.Compare(b.Start) }) {
+		t.Error("buckets out of order")
+	}
+}

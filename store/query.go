@@ -100,6 +100,45 @@ func (db *DB) Count(ctx context.Context, tenant string, q Query) (int64, error) 
 	return n, nil
 }
 
+// Bucket is one interval of a histogram: records with CreationTime in
+// [Start, Start+interval).
+type Bucket struct {
+	Start time.Time `json:"start"`
+	Count int64     `json:"count"`
+}
+
+// Histogram counts the tenant's records matching q per interval of
+// CreationTime, aligned to the Unix epoch (so to whole hours and UTC days).
+// Empty intervals are left out.
+func (db *DB) Histogram(ctx context.Context, tenant string, q Query, interval time.Duration) ([]Bucket, error) {
+	if interval < time.Second {
+		return nil, fmt.Errorf("store: histogram interval %s is under a second", interval)
+	}
+	v := db.acquire()
+	defer db.release(v)
+	srcs := db.sources(v, tenant, q)
+	if len(srcs) == 0 {
+		return nil, nil
+	}
+	stmt, args := union(srcs, "epoch_us(creation_time) AS us", q)
+	step := interval.Microseconds()
+	rows, err := db.sql.QueryContext(ctx, fmt.Sprintf(
+		"SELECT (us // %d) * %d AS b, count(*) FROM (%s) GROUP BY b ORDER BY b", step, step, stmt), args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: histogram: %w", err)
+	}
+	defer rows.Close()
+	var out []Bucket
+	for rows.Next() {
+		var us, n int64
+		if err := rows.Scan(&us, &n); err != nil {
+			return nil, fmt.Errorf("store: histogram: %w", err)
+		}
+		out = append(out, Bucket{Start: time.UnixMicro(us).UTC(), Count: n})
+	}
+	return out, rows.Err()
+}
+
 func scanRecord(rows *sql.Rows) (*audit.Record, error) {
 	var (
 		r                                      audit.Record
