@@ -29,7 +29,12 @@ func (db *DB) sources(v *view, tenant string, q Query) []string {
 			out = append(out, headSQL(g, tenant, q.From, q.To))
 		}
 	}
-	parts := v.cat.parts(tenant, q.From, q.To)
+	to := q.To
+	if c := q.After; c != nil && (to.IsZero() || c.Time.Before(to)) {
+		// Later pages skip the files wholly newer than the cursor.
+		to = c.Time.Add(time.Microsecond)
+	}
+	parts := v.cat.parts(tenant, q.From, to)
 	if len(parts) > 0 {
 		paths := make([]string, len(parts))
 		for i, p := range parts {
