@@ -58,68 +58,19 @@ func (q Query) where() (string, []any) {
 		add("(creation_time < ? OR (creation_time = ? AND id < ?))", c.Time.UTC(), c.Time.UTC(), c.ID)
 	}
 	f := q.Filter
-	anyOf := func(expr string, vals []string, fold bool) {
-		if len(vals) == 0 {
-			return
-		}
-		ors := make([]string, len(vals))
-		var a []any
-		for i, v := range vals {
-			if fold {
-				ors[i] = "lower(" + expr + ") = lower(?)"
-			} else {
-				ors[i] = expr + " = ?"
-			}
-			a = append(a, v)
-		}
-		add("("+strings.Join(ors, " OR ")+")", a...)
-	}
-	anyOf("operation", f.Operations, true)
-	anyOf("workload", f.Workloads, true)
-	anyOf("user_id", f.UserIDs, true)
-	anyOf("session_id", f.SessionIDs, false)
-	anyOf("result_status", f.ResultStatuses, true)
-	if len(f.RecordTypes) > 0 {
-		ors := make([]string, len(f.RecordTypes))
-		var a []any
-		for i, t := range f.RecordTypes {
-			ors[i], a = "record_type = ?", append(a, t)
-		}
-		add("("+strings.Join(ors, " OR ")+")", a...)
-	}
-	if len(f.AppIDs) > 0 {
-		ors := make([]string, len(f.AppIDs))
-		var a []any
-		for i, v := range f.AppIDs {
-			ors[i], a = "(lower(app_id) = lower(?) OR lower(client_app_id) = lower(?))", append(a, v, v)
-		}
-		add("("+strings.Join(ors, " OR ")+")", a...)
-	}
-	if len(f.ObjectIDs) > 0 {
-		ors := make([]string, len(f.ObjectIDs))
-		var a []any
-		for i, v := range f.ObjectIDs {
-			ors[i], a = `object_id ILIKE ? ESCAPE '\'`, append(a, wildcardPattern(v))
-		}
-		add("("+strings.Join(ors, " OR ")+")", a...)
-	}
-	if len(f.MessageIDs) > 0 {
-		// The column holds the ids joined by spaces; ids never contain one.
-		ors := make([]string, len(f.MessageIDs))
-		var a []any
-		for i, v := range f.MessageIDs {
-			ors[i], a = "list_contains(string_split(internet_message_ids, ' '), ?)", append(a, v)
-		}
-		add("("+strings.Join(ors, " OR ")+")", a...)
-	}
-	if len(f.IPs) > 0 {
-		ors := make([]string, len(f.IPs))
-		var a []any
-		for i, p := range f.IPs {
-			ors[i], a = "custos_ip_in(client_ip, ?)", append(a, p.Masked().String())
-		}
-		add("("+strings.Join(ors, " OR ")+")", a...)
-	}
+	str := func(expr string, vals []string) { addAnyOf(add, expr, vals, func(v string) []any { return []any{v} }) }
+	str("lower(operation) = lower(?)", f.Operations)
+	str("lower(workload) = lower(?)", f.Workloads)
+	str("lower(user_id) = lower(?)", f.UserIDs)
+	str("session_id = ?", f.SessionIDs)
+	str("lower(result_status) = lower(?)", f.ResultStatuses)
+	// The column holds the ids joined by spaces; ids never contain one.
+	str("list_contains(string_split(internet_message_ids, ' '), ?)", f.MessageIDs)
+	addAnyOf(add, "record_type = ?", f.RecordTypes, func(t int32) []any { return []any{t} })
+	addAnyOf(add, "(lower(app_id) = lower(?) OR lower(client_app_id) = lower(?))", f.AppIDs,
+		func(v string) []any { return []any{v, v} })
+	addAnyOf(add, `object_id ILIKE ? ESCAPE '\'`, f.ObjectIDs, func(v string) []any { return []any{wildcardPattern(v)} })
+	addAnyOf(add, "custos_ip_in(client_ip, ?)", f.IPs, func(p netip.Prefix) []any { return []any{p.Masked().String()} })
 	if f.Keyword != "" {
 		add(`raw ILIKE ? ESCAPE '\'`, "%"+escapeLike(f.Keyword)+"%")
 	}
@@ -127,6 +78,21 @@ func (q Query) where() (string, []any) {
 		return "", nil
 	}
 	return " WHERE " + strings.Join(conds, " AND "), args
+}
+
+// addAnyOf adds the condition that cond holds for at least one of vals,
+// args giving each value's arguments to cond; nothing when vals is empty.
+func addAnyOf[T any](add func(string, ...any), cond string, vals []T, args func(T) []any) {
+	if len(vals) == 0 {
+		return
+	}
+	ors := make([]string, len(vals))
+	var all []any
+	for i, v := range vals {
+		ors[i] = cond
+		all = append(all, args(v)...)
+	}
+	add("("+strings.Join(ors, " OR ")+")", all...)
 }
 
 // escapeLike makes s match itself literally in a LIKE pattern.
