@@ -234,23 +234,43 @@ func (r *RecordReader) check(data []byte) ([]byte, string) {
 	return data, ""
 }
 
+const lineBreakInString = "line break inside a JSON string (not valid JSON)"
+
+// jsonString follows whether the bytes of JSON text lie inside a string.
+type jsonString struct{ in, escaped bool }
+
+// step consumes c and reports whether it lies inside a string (the
+// closing quote does; the opening one does not), and whether it is a raw
+// line break there, which JSON forbids.
+func (s *jsonString) step(c byte) (inside, broken bool) {
+	if !s.in {
+		s.in = c == '"'
+		return false, false
+	}
+	switch {
+	case s.escaped:
+		s.escaped = false
+	case c == '\\':
+		s.escaped = true
+	case c == '"':
+		s.in = false
+	case c == '\n' || c == '\r':
+		return true, true
+	}
+	return true, false
+}
+
 // compactJSON appends src to dst without the white space between tokens,
 // except that it keeps one space between two words or numbers: dropping it
 // would turn invalid JSON ("1 2") into valid ("12"). A line break inside a
 // string cannot be carried on one line and makes the record a problem.
 func compactJSON(dst, src []byte) ([]byte, string) {
-	inString, escaped, space := false, false, false
+	var str jsonString
+	space := false
 	for _, c := range src {
-		if inString {
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			case c == '\n' || c == '\r':
-				return dst, "line break inside a JSON string (not valid JSON)"
+		if inside, broken := str.step(c); inside {
+			if broken {
+				return dst, lineBreakInString
 			}
 			dst = append(dst, c)
 			continue
@@ -259,8 +279,6 @@ func compactJSON(dst, src []byte) ([]byte, string) {
 		case ' ', '\t', '\r', '\n':
 			space = true
 			continue
-		case '"':
-			inString = true
 		}
 		if space && len(dst) > 0 && isWordByte(dst[len(dst)-1]) && isWordByte(c) {
 			dst = append(dst, ' ')
@@ -341,7 +359,8 @@ func (r *RecordReader) nextElement() (Record, error) {
 	rec := Record{Line: r.line + 1}
 	r.buf = r.buf[:0]
 	size := 0 // bytes of the element before this chunk
-	depth, inString, escaped := 0, false, false
+	depth := 0
+	var str jsonString
 	for {
 		// Scan what is buffered in place: far faster than byte by byte.
 		if r.br.Buffered() == 0 {
@@ -357,21 +376,12 @@ func (r *RecordReader) nextElement() (Record, error) {
 			if c == '\n' {
 				r.line++
 			}
-			if inString {
-				switch {
-				case escaped:
-					escaped = false
-				case c == '\\':
-					escaped = true
-				case c == '"':
-					inString = false
-				case c == '\n' || c == '\r':
-					rec.Problem = "line break inside a JSON string (not valid JSON)"
+			if inside, broken := str.step(c); inside {
+				if broken {
+					rec.Problem = lineBreakInString
 				}
 			} else {
 				switch c {
-				case '"':
-					inString = true
 				case '{', '[':
 					depth++
 				case '}', ']', ',':
@@ -388,7 +398,7 @@ func (r *RecordReader) nextElement() (Record, error) {
 					}
 				}
 			}
-			if depth == 0 && !inString && (c == '}' || c == ']') {
+			if depth == 0 && !str.in && (c == '}' || c == ']') {
 				size = r.keep(chunk[:i+1], size)
 				r.br.Discard(i + 1)
 				return r.element(rec, size), nil
