@@ -207,11 +207,13 @@ func (db *DB) writeRuns(ctx context.Context, runs []sealRun) ([]Part, error) {
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
+		var written []Part
 		for i, p := range parts {
 			if errs[i] == nil {
-				os.Remove(db.path(p.Path))
+				written = append(written, p)
 			}
 		}
+		db.removeParts(written)
 		return nil, err
 	}
 	return parts, nil
@@ -221,10 +223,6 @@ func (db *DB) removeParts(parts []Part) {
 	for _, p := range parts {
 		os.Remove(db.path(p.Path))
 	}
-}
-
-func sqlTimestamp(t time.Time) string {
-	return "TIMESTAMP '" + t.UTC().Format("2006-01-02 15:04:05.999999") + "'"
 }
 
 // parquetOptions: zstd, row groups small enough that per-user pruning by
