@@ -48,7 +48,7 @@ type searchRequest struct {
 	Histogram      string   `json:"histogram"` // an interval (15m, 1h, 1d): answer counts per interval
 }
 
-// fromURL reads a search from query parameters. A list parameter may be
+// searchFromURL reads a search from query parameters. A list parameter may be
 // repeated or comma-separated.
 func searchFromURL(r *http.Request) (searchRequest, error) {
 	q := r.URL.Query()
