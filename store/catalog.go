@@ -115,6 +115,16 @@ func (c *catalog) parts(tenant string, from, to time.Time) []Part {
 	return out
 }
 
+// has reports whether the catalog lists a part at path.
+func (c *catalog) has(path string) bool {
+	for _, p := range c.Parts {
+		if p.Path == path {
+			return true
+		}
+	}
+	return false
+}
+
 // dayParts returns the parts of one tenant and day.
 func (c *catalog) dayParts(tenant, day string) []Part {
 	var out []Part

@@ -545,22 +545,28 @@ func TestHeadAndPartsReturnIdenticalRecords(t *testing.T) {
 		t.Fatalf("expected several days sealed as several runs each, got %d parts over %d days", len(parts), len(perDay))
 	}
 	for _, p := range parts {
-		var misordered int
-		q := fmt.Sprintf(`SELECT count(*) FROM (
-			SELECT user_id, creation_time, id,
-			       lag(user_id) OVER () AS pu, lag(creation_time) OVER () AS pt, lag(id) OVER () AS pi
-			FROM read_parquet(%s))
-			WHERE pi IS NOT NULL AND NOT (
-			  (pu IS NOT NULL AND user_id IS NULL) OR pu < user_id OR
-			  (pu IS NOT DISTINCT FROM user_id AND (pt < creation_time OR (pt = creation_time AND pi < id))))`,
-			sqlString(db.path(p.Path)))
-		if err := db.sql.QueryRow(q).Scan(&misordered); err != nil {
-			t.Fatal(err)
-		}
-		if misordered != 0 {
-			t.Errorf("part %s: %d rows out of user/time/id order", p.Path, misordered)
+		if n := misorderedRows(t, db, p); n != 0 {
+			t.Errorf("part %s: %d rows out of user/time/id order", p.Path, n)
 		}
 	}
+}
+
+// misorderedRows counts the rows of part p that break partOrder.
+func misorderedRows(t *testing.T, db *DB, p Part) int {
+	t.Helper()
+	var misordered int
+	q := fmt.Sprintf(`SELECT count(*) FROM (
+		SELECT user_id, creation_time, id,
+		       lag(user_id) OVER () AS pu, lag(creation_time) OVER () AS pt, lag(id) OVER () AS pi
+		FROM read_parquet(%s))
+		WHERE pi IS NOT NULL AND NOT (
+		  (pu IS NOT NULL AND user_id IS NULL) OR pu < user_id OR
+		  (pu IS NOT DISTINCT FROM user_id AND (pt < creation_time OR (pt = creation_time AND pi < id))))`,
+		sqlString(db.path(p.Path)))
+	if err := db.sql.QueryRow(q).Scan(&misordered); err != nil {
+		t.Fatal(err)
+	}
+	return misordered
 }
 
 // TestHeadBackpressure: when sealing cannot keep up, Append waits for room
