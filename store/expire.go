@@ -126,6 +126,9 @@ func (e Expiry) latest() time.Time {
 func (db *DB) Expire(ctx context.Context, tenant string, e Expiry, dryRun bool) (ExpiryReport, error) {
 	rep := ExpiryReport{Tenant: tenant, DryRun: dryRun}
 	latest := e.latest()
+	if latest.IsZero() {
+		return rep, nil // nothing expires: every cutoff is at the beginning of time
+	}
 	v := db.acquire()
 	parts := v.cat.parts(tenant, time.Time{}, latest)
 	db.release(v)
