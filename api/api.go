@@ -17,6 +17,8 @@ import (
 	"github.com/custos-audit/custos/audit"
 	"github.com/custos-audit/custos/auth"
 	"github.com/custos-audit/custos/ingest"
+	"github.com/custos-audit/custos/retention"
+	"github.com/custos-audit/custos/selfaudit"
 	"github.com/custos-audit/custos/store"
 )
 
@@ -29,12 +31,13 @@ type Reader interface {
 
 // Config wires the API to the rest of custos.
 type Config struct {
-	Registry *auth.Registry
-	Ingest   *ingest.Service
-	Reader   Reader
-	Ready    func() error // nil error when the server can take writes
-	Metrics  http.Handler // Prometheus exposition
-	Logger   *slog.Logger
+	Registry  *auth.Registry
+	Ingest    *ingest.Service
+	Reader    Reader
+	Retention *retention.Enforcer
+	Ready     func() error // nil error when the server can take writes
+	Metrics   http.Handler // Prometheus exposition
+	Logger    *slog.Logger
 }
 
 // Server is the HTTP API.
@@ -42,6 +45,7 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	mux      *http.ServeMux
+	audit    *selfaudit.Recorder
 	patterns []string // every route, for tests that must cover them all
 }
 
@@ -50,7 +54,9 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	// Self-audit writes through the same ingest service as everything
+	// else; there is deliberately no way to configure it away.
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), audit: selfaudit.New(cfg.Ingest)}
 	handle := func(pattern string, h http.Handler) {
 		s.patterns = append(s.patterns, pattern)
 		s.mux.Handle(pattern, h)
@@ -67,6 +73,16 @@ func New(cfg Config) *Server {
 	handle("POST /api/v1/tenants/{tenant}/records", s.tenantRoute(auth.RoleIngest, s.ingestRecords))
 	handle("GET /api/v1/tenants/{tenant}/records", s.tenantRoute(auth.RoleRead, s.listRecords))
 	handle("POST /api/v1/tenants/{tenant}/records/search", s.tenantRoute(auth.RoleRead, s.searchRecords))
+
+	handle("GET /api/v1/tenants/{tenant}/retention/policies", s.tenantRoute(auth.RoleRead, s.listPolicies))
+	handle("POST /api/v1/tenants/{tenant}/retention/policies", s.tenantRoute(auth.RoleAdmin, s.createPolicy))
+	handle("GET /api/v1/tenants/{tenant}/retention/policies/{name}", s.tenantRoute(auth.RoleRead, s.getPolicy))
+	handle("PATCH /api/v1/tenants/{tenant}/retention/policies/{name}", s.tenantRoute(auth.RoleAdmin, s.updatePolicy))
+	handle("DELETE /api/v1/tenants/{tenant}/retention/policies/{name}", s.tenantRoute(auth.RoleAdmin, s.deletePolicy))
+	handle("GET /api/v1/tenants/{tenant}/retention/hold", s.tenantRoute(auth.RoleRead, s.getHold))
+	handle("PUT /api/v1/tenants/{tenant}/retention/hold", s.tenantRoute(auth.RoleAdmin, s.setHold))
+	handle("POST /api/v1/tenants/{tenant}/retention/enforce", s.tenantRoute(auth.RoleRead, s.enforceRetention))
+	handle("GET /api/v1/tenants/{tenant}/retention/report", s.tenantRoute(auth.RoleRead, s.retentionReport))
 
 	handle("POST /api/v1/tokens", s.authed(s.createToken))
 	handle("GET /api/v1/tokens", s.authed(s.listTokens))
@@ -119,6 +135,9 @@ func (s *Server) tenantRoute(need auth.Role, h handler, also ...auth.Role) http.
 			writeError(w, http.StatusNotFound, fmt.Sprintf("tenant %q not found", tenant))
 			return
 		case errors.Is(err, auth.ErrForbidden):
+			if _, ok := s.cfg.Registry.Tenant(tenant); ok {
+				s.recordDenied(r, p, tenant, need)
+			}
 			writeError(w, http.StatusForbidden, fmt.Sprintf("this token's role (%s) cannot do this; it needs %s", p.Role, need))
 			return
 		case err != nil:
@@ -185,6 +204,7 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request, p auth.Pri
 		writeError(w, http.StatusBadRequest, err.Error())
 	default:
 		s.log.Info("tenant created", "tenant", t.ID, "by_token", p.TokenID)
+		s.audited(r, action(r, p, selfaudit.SystemTenant, selfaudit.TenantCreated, t.ID, t))
 		writeJSON(w, http.StatusCreated, t)
 	}
 }
@@ -243,10 +263,20 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, p auth.Prin
 		return
 	}
 	s.log.Info("token created", "token_id", tok.ID, "tenant", tok.Tenant, "role", tok.Role, "by_token", p.TokenID)
+	s.audited(r, action(r, p, logOf(tok.Tenant), selfaudit.TokenCreated, tok.ID, tok))
 	writeJSON(w, http.StatusCreated, struct {
 		auth.Token
 		Secret string `json:"token"`
 	}{tok, secret})
+}
+
+// logOf is the tenant whose log records a change to something scoped to
+// tenant: that tenant's, or the system log for global things.
+func logOf(tenant string) string {
+	if tenant == "" {
+		return selfaudit.SystemTenant
+	}
+	return tenant
 }
 
 // adminOf checks that p administers tenant, answering 404/403 otherwise.
@@ -303,6 +333,7 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, p auth.Prin
 		return
 	}
 	s.log.Info("token revoked", "token_id", id, "by_token", p.TokenID)
+	s.audited(r, action(r, p, logOf(tok.Tenant), selfaudit.TokenRevoked, tok.ID, tok))
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/custos-audit/custos/audit"
 	"github.com/custos-audit/custos/auth"
+	"github.com/custos-audit/custos/selfaudit"
 	"github.com/custos-audit/custos/store"
 )
 
@@ -28,24 +29,24 @@ const maxPage = 10_000
 // GET .../records, or the JSON body of POST .../records/search (for long
 // filter lists). Times are RFC 3339, a date, or relative (30d).
 type searchRequest struct {
-	From           string   `json:"from"`
-	To             string   `json:"to"`
-	Operations     []string `json:"operations"`
-	RecordTypes    []string `json:"recordTypes"` // numbers or names
-	Workloads      []string `json:"workloads"`
-	Users          []string `json:"users"`
-	IPs            []string `json:"ips"` // addresses or CIDR ranges
-	AppIDs         []string `json:"appIds"`
-	ObjectIDs      []string `json:"objectIds"`
-	SessionIDs     []string `json:"sessionIds"`
-	MessageIDs     []string `json:"messageIds"`
-	ResultStatuses []string `json:"resultStatuses"`
-	Keyword        string   `json:"keyword"`
-	Limit          int      `json:"limit"`
-	Cursor         string   `json:"cursor"`
-	Count          bool     `json:"count"`
-	Format         string   `json:"format"`    // ndjson (default) or csv
-	Histogram      string   `json:"histogram"` // an interval (15m, 1h, 1d): answer counts per interval
+	From           string   `json:"from,omitempty"`
+	To             string   `json:"to,omitempty"`
+	Operations     []string `json:"operations,omitempty"`
+	RecordTypes    []string `json:"recordTypes,omitempty"` // numbers or names
+	Workloads      []string `json:"workloads,omitempty"`
+	Users          []string `json:"users,omitempty"`
+	IPs            []string `json:"ips,omitempty"` // addresses or CIDR ranges
+	AppIDs         []string `json:"appIds,omitempty"`
+	ObjectIDs      []string `json:"objectIds,omitempty"`
+	SessionIDs     []string `json:"sessionIds,omitempty"`
+	MessageIDs     []string `json:"messageIds,omitempty"`
+	ResultStatuses []string `json:"resultStatuses,omitempty"`
+	Keyword        string   `json:"keyword,omitempty"`
+	Limit          int      `json:"limit,omitempty"`
+	Cursor         string   `json:"cursor,omitempty"`
+	Count          bool     `json:"count,omitempty"`
+	Format         string   `json:"format,omitempty"`    // ndjson (default) or csv
+	Histogram      string   `json:"histogram,omitempty"` // an interval (15m, 1h, 1d): answer counts per interval
 }
 
 // searchFromURL reads a search from query parameters. A list parameter may be
@@ -167,7 +168,7 @@ func (s *Server) listRecords(w http.ResponseWriter, r *http.Request, p auth.Prin
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	s.search(w, r, sr)
+	s.search(w, r, p, sr)
 }
 
 // searchRecords answers POST .../records/search: the search as JSON.
@@ -176,7 +177,7 @@ func (s *Server) searchRecords(w http.ResponseWriter, r *http.Request, p auth.Pr
 	if !readJSON(w, r, &sr) {
 		return
 	}
-	s.search(w, r, sr)
+	s.search(w, r, p, sr)
 }
 
 // search streams the matching records, newest first: the raw records as
@@ -184,7 +185,7 @@ func (s *Server) searchRecords(w http.ResponseWriter, r *http.Request, p auth.Pr
 // carries the cursor of the next one in the Custos-Next-Cursor header; the
 // last page has none. Without one the result streams with no cap and
 // nothing is held in memory.
-func (s *Server) search(w http.ResponseWriter, r *http.Request, sr searchRequest) {
+func (s *Server) search(w http.ResponseWriter, r *http.Request, p auth.Principal, sr searchRequest) {
 	q, err := sr.query(time.Now().UTC())
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
@@ -201,6 +202,20 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request, sr searchRequest
 		return
 	}
 	tenant := r.PathValue("tenant")
+	op := selfaudit.SearchQueryInitiated
+	if q.Limit == 0 && !sr.Count && sr.Histogram == "" {
+		op = selfaudit.SearchExported
+	}
+	// The record keeps the search as asked and the range it resolved to
+	// (relative times like 30d depend on when it ran).
+	params := struct {
+		searchRequest
+		RangeFrom time.Time `json:"rangeFrom,omitzero"`
+		RangeTo   time.Time `json:"rangeTo,omitzero"`
+	}{sr, q.From, q.To}
+	if !s.auditFirst(w, r, action(r, p, tenant, op, "", params)) {
+		return
+	}
 	if sr.Histogram != "" {
 		s.histogram(w, r, tenant, q, sr.Histogram)
 		return

@@ -34,6 +34,11 @@ const (
 	SecurityComplianceAlerts         RecordType = 40
 	ExchangeItemAggregated           RecordType = 50 // MailItemsAccessed
 	CopilotInteraction               RecordType = 261
+
+	// CustosAudit is custos's own record type, for the audit records it
+	// writes of searches and configuration changes (Workload "Custos").
+	// Microsoft's numbers are in the hundreds; this one is far from them.
+	CustosAudit RecordType = 10000
 )
 
 // String returns Microsoft's member name for t, or its number.
@@ -351,6 +356,7 @@ var recordTypes = []recordTypeName{
 	{454, "DragonCopilotAdmin"},
 	{462, "MicrosoftTeamsUserConcern"},
 	{463, "VivaGlintAgenticCampaign"},
+	{10000, "CustosAudit"},
 }
 
 // recordTypeAliases are older names of the same numbers, accepted by

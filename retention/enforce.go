@@ -56,7 +56,11 @@ type EnforcerConfig struct {
 	Interval    time.Duration   // between periodic runs (default 1h)
 	Now         func() time.Time
 	Logger      *slog.Logger
-	// OnReport is told of every run, dry or not (self-audit records it).
+	// FirstRun is how long after Loop starts the first periodic run
+	// begins (default 1m, so a restart does not race the WAL replay's seals).
+	FirstRun time.Duration
+	// OnReport is told of every periodic run (self-audit records it; runs
+	// asked for through the API are recorded there, with who asked).
 	OnReport func(Report)
 }
 
@@ -76,6 +80,9 @@ func NewEnforcer(cfg EnforcerConfig) *Enforcer {
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Hour
 	}
+	if cfg.FirstRun <= 0 {
+		cfg.FirstRun = time.Minute
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -84,6 +91,12 @@ func NewEnforcer(cfg EnforcerConfig) *Enforcer {
 	}
 	return &Enforcer{cfg: cfg}
 }
+
+// Registry is where the enforcer reads policies and holds.
+func (e *Enforcer) Registry() *Registry { return e.cfg.Registry }
+
+// DefaultDays is the retention of records no policy matches; 0 is forever.
+func (e *Enforcer) DefaultDays() int { return max(e.cfg.DefaultDays, 0) }
 
 // Expiry compiles tenant's policies and hold at now into what the store
 // understands, with the policies in rule order, and whether a tenant-wide
@@ -147,9 +160,6 @@ func (e *Enforcer) Run(ctx context.Context, tenant string, dryRun bool) (Report,
 			e.cfg.Logger.Warn("retention: keeping the run's report failed", "tenant", tenant, "err", serr)
 		}
 	}
-	if e.cfg.OnReport != nil {
-		e.cfg.OnReport(rep)
-	}
 	if err != nil {
 		return rep, fmt.Errorf("retention: enforce tenant %s: %w", tenant, err)
 	}
@@ -157,10 +167,9 @@ func (e *Enforcer) Run(ctx context.Context, tenant string, dryRun bool) (Report,
 }
 
 // Loop runs every tenant's enforcement once per interval, the first after
-// one minute (so a restart does not race the WAL replay's seals), until
-// ctx ends.
+// FirstRun, until ctx ends.
 func (e *Enforcer) Loop(ctx context.Context) {
-	wait := time.Minute
+	wait := e.cfg.FirstRun
 	for {
 		select {
 		case <-ctx.Done():
@@ -170,6 +179,9 @@ func (e *Enforcer) Loop(ctx context.Context) {
 		wait = e.cfg.Interval
 		for _, t := range e.cfg.Tenants() {
 			rep, err := e.Run(ctx, t, false)
+			if e.cfg.OnReport != nil && ctx.Err() == nil {
+				e.cfg.OnReport(rep)
+			}
 			switch {
 			case ctx.Err() != nil:
 				return

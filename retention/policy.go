@@ -142,7 +142,10 @@ func (p *Policy) normalize() error {
 	if len(p.Operations) > 0 && len(p.RecordTypes) != 1 {
 		errs = append(errs, fmt.Errorf("operations can only be given with exactly one record type (got %d)", len(p.RecordTypes)))
 	}
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
+	}
+	return nil
 }
 
 // dedupe trims, drops empty values and repeats (case-insensitively when

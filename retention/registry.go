@@ -13,8 +13,9 @@ import (
 	"github.com/custos-audit/custos/durable"
 )
 
-// Errors of the registry; the API maps them to 404, 409 and 409.
+// Errors of the registry; the API maps them to 400, 404, 409 and 409.
 var (
+	ErrInvalid  = errors.New("invalid retention setting")
 	ErrNotFound = errors.New("no such retention policy")
 	ErrExists   = errors.New("already exists")
 	ErrLimit    = fmt.Errorf("a tenant has at most %d retention policies", MaxPolicies)
@@ -253,7 +254,7 @@ func (r *Registry) Hold(tenant string) Hold {
 func (r *Registry) SetHold(tenant string, h Hold, by string, now time.Time) (Hold, error) {
 	h.Users = dedupe(h.Users, true)
 	if len(h.Reason) > 1000 {
-		return Hold{}, errors.New("reason: at most 1000 characters")
+		return Hold{}, fmt.Errorf("%w: reason: at most 1000 characters", ErrInvalid)
 	}
 	h.Updated, h.UpdatedBy = now.UTC(), by
 	err := r.change(tenant, func(st *tenantState) error {

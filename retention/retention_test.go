@@ -220,9 +220,8 @@ func TestEnforcement(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var reports []Report
 	enf := NewEnforcer(EnforcerConfig{Registry: reg, Store: db, DefaultDays: DefaultDays,
-		Now: func() time.Time { return now }, OnReport: func(r Report) { reports = append(reports, r) }})
+		Now: func() time.Time { return now }})
 
 	want := func(keep func(c) bool) []string {
 		var out []string
@@ -286,7 +285,25 @@ func TestEnforcement(t *testing.T) {
 	if got := ids(t, db); !slices.Equal(got, kept) {
 		t.Fatalf("after reprioritising: %v\nwant %v", got, kept)
 	}
-	if len(reports) != 4 || !reports[0].Held || !reports[1].DryRun {
-		t.Errorf("OnReport saw %d reports", len(reports))
+
+	// A week later the periodic loop removes item-6d (seven-day items)
+	// and sp-179d (the default), and reports it.
+	now = now.Add(7 * day)
+	reports := make(chan Report, 10)
+	loop := NewEnforcer(EnforcerConfig{Registry: reg, Store: db, DefaultDays: DefaultDays, Now: func() time.Time { return now },
+		Tenants: func() []string { return []string{"acme"} }, FirstRun: time.Millisecond, Interval: time.Hour,
+		OnReport: func(r Report) { reports <- r }})
+	lctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { loop.Loop(lctx); close(done) }()
+	rep = <-reports
+	cancel()
+	<-done
+	if rep.DryRun || rep.Records != 2 || fmt.Sprint(rep.Removed) != "[{2026-05-25 (default) 1} {2026-11-14 items 1}]" {
+		t.Errorf("periodic run: %+v", rep)
+	}
+	kept = want(func(x c) bool { return x.kept && x.r.ID != "vip-item-2y" && x.r.ID != "item-6d" && x.r.ID != "sp-179d" })
+	if got := ids(t, db); !slices.Equal(got, kept) {
+		t.Errorf("after the periodic run: %v\nwant %v", got, kept)
 	}
 }

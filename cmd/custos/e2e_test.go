@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/custos-audit/custos/audit"
+	"github.com/custos-audit/custos/selfaudit"
 )
 
 // TestMain lets end-to-end tests run this test binary as the real custos
@@ -149,11 +150,13 @@ func storedIDs(s *server, tenant, token string) map[string]int {
 		if len(bytes.TrimSpace(l)) == 0 {
 			continue
 		}
-		var v struct{ Id string }
+		var v struct{ Id, Workload string }
 		if err := json.Unmarshal(l, &v); err != nil {
 			s.t.Fatalf("stored record is not JSON: %s", l)
 		}
-		ids[v.Id]++
+		if v.Workload != selfaudit.Workload { // earlier listings' own audit records
+			ids[v.Id]++
+		}
 	}
 	return ids
 }
@@ -357,7 +360,8 @@ func TestDuplicateIngestOfSimulatorFile(t *testing.T) {
 
 	var readTok struct{ Token string }
 	json.Unmarshal(s.mustCall("POST", "/api/v1/tokens", s.adminToken(), []byte(`{"tenant":"contoso","role":"read"}`), 201), &readTok)
-	got := strings.Split(strings.TrimSpace(string(s.mustCall("GET", "/api/v1/tenants/contoso/records?from=2000-01-01", readTok.Token, nil, 200))), "\n")
+	// Up to the scenario's end: searches leave self-audit records at now.
+	got := strings.Split(strings.TrimSpace(string(s.mustCall("GET", "/api/v1/tenants/contoso/records?from=2000-01-01&to=2026-10-01", readTok.Token, nil, 200))), "\n")
 	want := slices.Clone(recs)
 	slices.Sort(got)
 	slices.Sort(want)

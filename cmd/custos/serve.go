@@ -22,6 +22,8 @@ import (
 	"github.com/custos-audit/custos/auth"
 	"github.com/custos-audit/custos/durable"
 	"github.com/custos-audit/custos/ingest"
+	"github.com/custos-audit/custos/retention"
+	"github.com/custos-audit/custos/selfaudit"
 	"github.com/custos-audit/custos/store"
 )
 
@@ -43,6 +45,8 @@ func runServe(ctx context.Context, args []string) error {
 		dedupWindow  = fs.Duration("dedup-window", 8*24*time.Hour, "days of CreationTime whose record ids stay in memory for deduplication")
 		minFree      = fs.Int64("min-free-bytes", 1<<30, "refuse writes (503) when free disk space falls below this")
 		mappings     = fs.String("mappings", "", "JSON file of field mappings for non-Microsoft sources")
+		retainDays   = fs.Int("retention-days", retention.DefaultDays, "keep records no retention policy matches this many days (0: forever)")
+		retainEvery  = fs.Duration("retention-interval", time.Hour, "how often retention is enforced")
 		shutdownWait = fs.Duration("shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on shutdown")
 	)
 	if err := parseFlags(fs, args); err != nil {
@@ -61,6 +65,17 @@ func runServe(ctx context.Context, args []string) error {
 	}
 	reg, err := auth.Open(filepath.Join(*data, "auth.json"))
 	if err != nil {
+		return err
+	}
+	if *retainDays < 0 {
+		return usagef("--retention-days %d: want 0 (forever) or more", *retainDays)
+	}
+	if *retainEvery < time.Minute {
+		return usagef("--retention-interval %s: want at least 1m", *retainEvery)
+	}
+	// The system tenant's log holds self-audit records of actions that
+	// concern no single tenant (tenants, global tokens).
+	if _, err := reg.CreateTenant(selfaudit.SystemTenant, "custos server administration"); err != nil && !errors.Is(err, auth.ErrExists) {
 		return err
 	}
 	if !reg.HasTokens() {
@@ -89,14 +104,46 @@ func runServe(ctx context.Context, args []string) error {
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), db.Collector())
 	svc := ingest.New(db, ingest.Config{MaxBodyBytes: *maxBody, Mappings: maps, Registerer: promReg})
+	retReg, err := retention.OpenRegistry(filepath.Join(*data, "retention.json"))
+	if err != nil {
+		db.Close()
+		return err
+	}
+	audits := selfaudit.New(svc)
+	enforcer := retention.NewEnforcer(retention.EnforcerConfig{
+		Registry: retReg,
+		Store:    db,
+		Tenants: func() []string {
+			var ids []string
+			for _, t := range reg.Tenants() {
+				ids = append(ids, t.ID)
+			}
+			return ids
+		},
+		DefaultDays: *retainDays,
+		Interval:    *retainEvery,
+		Logger:      log.With("component", "retention"),
+		OnReport: func(rep retention.Report) {
+			if rep.Records == 0 && rep.Error == "" {
+				return // an hourly "nothing to do" per tenant would drown the log
+			}
+			a := selfaudit.Action{Tenant: rep.Tenant, Operation: selfaudit.RetentionEnforced, Actor: selfaudit.System,
+				Failed: rep.Error != "", Parameters: rep}
+			if err := audits.Record(ctx, a); err != nil {
+				log.Error("self-audit record of a retention run was lost", "tenant", rep.Tenant, "err", err)
+			}
+		},
+	})
+	promReg.MustRegister(enforcer.Collector())
 	srv := &http.Server{
 		Handler: api.New(api.Config{
-			Registry: reg,
-			Ingest:   svc,
-			Reader:   db,
-			Ready:    db.Ready,
-			Metrics:  promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: promReg}),
-			Logger:   log.With("component", "api"),
+			Registry:  reg,
+			Ingest:    svc,
+			Reader:    db,
+			Retention: enforcer,
+			Ready:     db.Ready,
+			Metrics:   promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: promReg}),
+			Logger:    log.With("component", "api"),
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       10 * time.Minute, // large batches on slow links
@@ -112,6 +159,9 @@ func runServe(ctx context.Context, args []string) error {
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	jobs, stopJobs := context.WithCancel(context.Background())
+	jobsDone := make(chan struct{})
+	go func() { enforcer.Loop(jobs); close(jobsDone) }()
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
@@ -123,6 +173,8 @@ func runServe(ctx context.Context, args []string) error {
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
+	stopJobs()
+	<-jobsDone
 	if cerr := db.Close(); cerr != nil {
 		err = errors.Join(err, cerr)
 	}
