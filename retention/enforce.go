@@ -190,7 +190,7 @@ func (e *Enforcer) Loop(ctx context.Context) {
 			case rep.Records > 0 || rep.Held:
 				e.cfg.Logger.Info("retention enforced", "tenant", t, "records", rep.Records,
 					"parts_dropped", rep.PartsDropped, "parts_rewritten", rep.PartsRewritten,
-					"bytes_freed", rep.BytesFreed, "held", rep.Held, "default", describeDays(rep.DefaultDays))
+					"bytes_freed", rep.BytesFreed, "held", rep.Held, "default", KeepDays(rep.DefaultDays))
 			}
 		}
 	}

@@ -190,8 +190,9 @@ func (h Hold) Active() bool { return h.All || len(h.Users) > 0 }
 // server is configured otherwise: Purview's default for audit records.
 const DefaultDays = 180
 
-// describeDays renders a default retention for reports and logs.
-func describeDays(days int) string {
+// KeepDays renders a default retention in days for people: "180 days",
+// or "forever" for 0.
+func KeepDays(days int) string {
 	if days <= 0 {
 		return "forever"
 	}

@@ -20,13 +20,14 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"serve":    {"run the custos server", runServe},
-		"simulate": {"generate realistic Microsoft 365 audit activity", runSimulate},
-		"ingest":   {"send audit records from files to a server", runIngest},
-		"search":   {"search a tenant's records; export them as csv or ndjson", runSearch},
-		"tenant":   {"manage tenants (create, list)", runTenant},
-		"token":    {"manage API tokens (create, list, revoke)", runToken},
-		"bench":    {"measure ingest throughput, storage and memory (bench ingest)", runBench},
+		"serve":     {"run the custos server", runServe},
+		"simulate":  {"generate realistic Microsoft 365 audit activity", runSimulate},
+		"ingest":    {"send audit records from files to a server", runIngest},
+		"search":    {"search a tenant's records; export them as csv or ndjson", runSearch},
+		"retention": {"manage retention policies and legal hold; enforce retention (list, create, update, delete, hold, enforce, report)", runRetention},
+		"tenant":    {"manage tenants (create, list)", runTenant},
+		"token":     {"manage API tokens (create, list, revoke)", runToken},
+		"bench":     {"measure ingest throughput, storage and memory (bench ingest)", runBench},
 	}
 }
 
