@@ -22,12 +22,18 @@ type policyRequest struct {
 	Priority    int                `json:"priority"`
 }
 
-// retentionOr503 returns the enforcer, or answers that this server has none.
-func (s *Server) retentionOr503(w http.ResponseWriter) *retention.Enforcer {
-	if s.cfg.Retention == nil {
-		writeError(w, http.StatusServiceUnavailable, "retention is not configured on this server")
+// retentionHandler is a handler of the retention routes.
+type retentionHandler func(w http.ResponseWriter, r *http.Request, p auth.Principal, e *retention.Enforcer)
+
+// withRetention hands h the enforcer, or answers that this server has none.
+func (s *Server) withRetention(h retentionHandler) handler {
+	return func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+		if s.cfg.Retention == nil {
+			writeError(w, http.StatusServiceUnavailable, "retention is not configured on this server")
+			return
+		}
+		h(w, r, p, s.cfg.Retention)
 	}
-	return s.cfg.Retention
 }
 
 func writeRetentionError(w http.ResponseWriter, err error) {
@@ -43,11 +49,7 @@ func writeRetentionError(w http.ResponseWriter, err error) {
 	}
 }
 
-func (s *Server) listPolicies(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	e := s.retentionOr503(w)
-	if e == nil {
-		return
-	}
+func (s *Server) listPolicies(w http.ResponseWriter, r *http.Request, p auth.Principal, e *retention.Enforcer) {
 	ps := e.Registry().Policies(r.PathValue("tenant"))
 	if ps == nil {
 		ps = []retention.Policy{}
@@ -55,11 +57,7 @@ func (s *Server) listPolicies(w http.ResponseWriter, r *http.Request, p auth.Pri
 	writeJSON(w, http.StatusOK, map[string]any{"policies": ps, "defaultDays": e.DefaultDays()})
 }
 
-func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	e := s.retentionOr503(w)
-	if e == nil {
-		return
-	}
+func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request, p auth.Principal, e *retention.Enforcer) {
 	pol, err := e.Registry().Policy(r.PathValue("tenant"), r.PathValue("name"))
 	if err != nil {
 		writeRetentionError(w, err)
@@ -68,11 +66,7 @@ func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request, p auth.Princi
 	writeJSON(w, http.StatusOK, pol)
 }
 
-func (s *Server) createPolicy(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	e := s.retentionOr503(w)
-	if e == nil {
-		return
-	}
+func (s *Server) createPolicy(w http.ResponseWriter, r *http.Request, p auth.Principal, e *retention.Enforcer) {
 	var req policyRequest
 	if !readJSON(w, r, &req) {
 		return
@@ -90,11 +84,7 @@ func (s *Server) createPolicy(w http.ResponseWriter, r *http.Request, p auth.Pri
 	writeJSON(w, http.StatusCreated, pol)
 }
 
-func (s *Server) updatePolicy(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	e := s.retentionOr503(w)
-	if e == nil {
-		return
-	}
+func (s *Server) updatePolicy(w http.ResponseWriter, r *http.Request, p auth.Principal, e *retention.Enforcer) {
 	var patch retention.Patch
 	if !readJSON(w, r, &patch) {
 		return
@@ -109,11 +99,7 @@ func (s *Server) updatePolicy(w http.ResponseWriter, r *http.Request, p auth.Pri
 	writeJSON(w, http.StatusOK, after)
 }
 
-func (s *Server) deletePolicy(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	e := s.retentionOr503(w)
-	if e == nil {
-		return
-	}
+func (s *Server) deletePolicy(w http.ResponseWriter, r *http.Request, p auth.Principal, e *retention.Enforcer) {
 	tenant := r.PathValue("tenant")
 	gone, err := e.Registry().Delete(tenant, r.PathValue("name"))
 	if err != nil {
@@ -124,19 +110,11 @@ func (s *Server) deletePolicy(w http.ResponseWriter, r *http.Request, p auth.Pri
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Server) getHold(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	e := s.retentionOr503(w)
-	if e == nil {
-		return
-	}
+func (s *Server) getHold(w http.ResponseWriter, r *http.Request, p auth.Principal, e *retention.Enforcer) {
 	writeJSON(w, http.StatusOK, e.Registry().Hold(r.PathValue("tenant")))
 }
 
-func (s *Server) setHold(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	e := s.retentionOr503(w)
-	if e == nil {
-		return
-	}
+func (s *Server) setHold(w http.ResponseWriter, r *http.Request, p auth.Principal, e *retention.Enforcer) {
 	var req struct {
 		All    bool     `json:"all"`
 		Users  []string `json:"users"`
@@ -158,11 +136,7 @@ func (s *Server) setHold(w http.ResponseWriter, r *http.Request, p auth.Principa
 
 // enforceRetention runs enforcement for the tenant now. A dry run only
 // reads, so a read token may ask for one; deleting needs an admin.
-func (s *Server) enforceRetention(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	e := s.retentionOr503(w)
-	if e == nil {
-		return
-	}
+func (s *Server) enforceRetention(w http.ResponseWriter, r *http.Request, p auth.Principal, e *retention.Enforcer) {
 	var req struct {
 		DryRun bool `json:"dryRun"`
 	}
@@ -187,11 +161,7 @@ func (s *Server) enforceRetention(w http.ResponseWriter, r *http.Request, p auth
 	writeJSON(w, http.StatusOK, rep)
 }
 
-func (s *Server) retentionReport(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	e := s.retentionOr503(w)
-	if e == nil {
-		return
-	}
+func (s *Server) retentionReport(w http.ResponseWriter, r *http.Request, p auth.Principal, e *retention.Enforcer) {
 	rep, ok := e.Registry().LastReport(r.PathValue("tenant"))
 	if !ok {
 		writeError(w, http.StatusNotFound, "retention has not run for this tenant yet")

@@ -13,23 +13,34 @@ import (
 // acme and a number of users (fewer users: more days).
 func simRecords(tb testing.TB, n, users int) []audit.Record {
 	tb.Helper()
-	sim, err := simulate.New(simulate.Config{Tenant: "acme", Users: users, Days: 30, Seed: 1,
-		Start: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)})
+	out := simulated(tb, simulate.Config{Tenant: "acme", Users: users, Days: 30, Seed: 1,
+		Start: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)}, n)
+	if len(out) < n {
+		tb.Fatalf("simulator ran out after %d records", len(out))
+	}
+	return out
+}
+
+// simulated parses the simulator's records for cfg, at most n of them
+// (all when n is 0), as belonging to tenant cfg.Tenant.
+func simulated(tb testing.TB, cfg simulate.Config, n int) []audit.Record {
+	tb.Helper()
+	sim, err := simulate.New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	var p audit.Parser
-	out := make([]audit.Record, 0, n)
-	for len(out) < n {
+	var out []audit.Record
+	for n == 0 || len(out) < n {
 		raw, ok := sim.Next()
 		if !ok {
-			tb.Fatalf("simulator ran out after %d records", len(out))
+			break
 		}
 		r, err := p.Parse(bytes.Clone(raw))
 		if err != nil {
 			tb.Fatal(err)
 		}
-		r.Tenant = "acme"
+		r.Tenant = cfg.Tenant
 		out = append(out, r)
 	}
 	return out

@@ -2,7 +2,6 @@ package store
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -27,26 +26,10 @@ var expireStart = time.Date(2026, 4, 6, 0, 0, 0, 0, time.UTC)
 // retention cutoffs fall inside some days and past others.
 func monthOfRecords(tb testing.TB, tenant string) []audit.Record {
 	tb.Helper()
-	sim, err := simulate.New(simulate.Config{Tenant: tenant, Users: 25, Days: 30, Rate: 8, Seed: 3, Start: expireStart})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var p audit.Parser
 	// A day before the simulated month that expires whole, so its part is
 	// dropped rather than rewritten.
 	out := mkrecs(tenant, 300, expireStart.Add(-5*24*time.Hour), time.Minute)
-	for {
-		raw, ok := sim.Next()
-		if !ok {
-			return out
-		}
-		r, err := p.Parse(bytes.Clone(raw))
-		if err != nil {
-			tb.Fatal(err)
-		}
-		r.Tenant = tenant
-		out = append(out, r)
-	}
+	return append(out, simulated(tb, simulate.Config{Tenant: tenant, Users: 25, Days: 30, Rate: 8, Seed: 3, Start: expireStart}, 0)...)
 }
 
 // testExpiry exercises every part of an Expiry against recs: a rule on a

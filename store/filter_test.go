@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -19,26 +18,9 @@ import (
 // every attack scenario, so filters have rare values to find.
 func scenarioRecords(t *testing.T) []audit.Record {
 	t.Helper()
-	sim, err := simulate.New(simulate.Config{Tenant: "acme", Users: 40, Days: 4, Seed: 3,
+	return simulated(t, simulate.Config{Tenant: "acme", Users: 40, Days: 4, Seed: 3,
 		Start: time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC), Scenarios: simulate.ScenarioNames(),
-		ScenarioStart: time.Date(2026, 3, 3, 0, 0, 0, 0, time.UTC)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var p audit.Parser
-	var out []audit.Record
-	for {
-		raw, ok := sim.Next()
-		if !ok {
-			return out
-		}
-		r, err := p.Parse(bytes.Clone(raw))
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.Tenant = "acme"
-		out = append(out, r)
-	}
+		ScenarioStart: time.Date(2026, 3, 3, 0, 0, 0, 0, time.UTC)}, 0)
 }
 
 // matches is the reference: Filter's meaning written independently of SQL.
