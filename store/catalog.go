@@ -11,18 +11,20 @@ import (
 	"github.com/custos-audit/custos/durable"
 )
 
-// Part is one sealed Parquet file: the records of one tenant and one UTC day
-// (or a part of them), sorted by user then time.
+// Part is one sealed Parquet file: records of one tenant, sorted by user
+// then time. A seal writes parts of one UTC day; compaction merges a day's
+// parts (level 1), then a past week's into one block (level 2).
 type Part struct {
 	Tenant  string    `json:"tenant"`
-	Day     string    `json:"day"`  // YYYY-MM-DD, UTC
-	Path    string    `json:"path"` // relative to the data directory
+	Day     string    `json:"day"`                // YYYY-MM-DD, UTC: the first day it may hold
+	LastDay string    `json:"last_day,omitempty"` // the last, for a block; empty when it is Day
+	Path    string    `json:"path"`               // relative to the data directory
 	Rows    int64     `json:"rows"`
 	Bytes   int64     `json:"bytes"`
 	MinTime time.Time `json:"min_time"`
 	MaxTime time.Time `json:"max_time"`
 	SHA256  string    `json:"sha256"`
-	Level   int       `json:"level"` // 0: written by a seal; 1: a compaction of a day's parts
+	Level   int       `json:"level"` // 0: written by a seal; 1: a day's parts merged; 2: a week's block
 	Created time.Time `json:"created"`
 }
 
@@ -125,11 +127,19 @@ func (c *catalog) has(path string) bool {
 	return false
 }
 
-// dayParts returns the parts of one tenant and day.
+// lastDay is the last UTC day p may hold.
+func (p Part) lastDay() string {
+	if p.LastDay != "" {
+		return p.LastDay
+	}
+	return p.Day
+}
+
+// dayParts returns the tenant's parts that may hold records of day.
 func (c *catalog) dayParts(tenant, day string) []Part {
 	var out []Part
 	for _, p := range c.parts(tenant, time.Time{}, time.Time{}) {
-		if p.Day == day {
+		if p.Day <= day && day <= p.lastDay() {
 			out = append(out, p)
 		}
 	}

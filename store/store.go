@@ -311,7 +311,8 @@ type appendReq struct {
 	done  chan error
 }
 
-// Append implements Store.
+// Append implements Store. The head keeps pointers into recs: the caller
+// must not change or reuse recs' elements afterwards.
 func (db *DB) Append(ctx context.Context, recs []audit.Record) ([]bool, error) {
 	if len(recs) == 0 {
 		return nil, nil

@@ -176,14 +176,15 @@ func TestAppendDedupSealRestart(t *testing.T) {
 func TestLateRecordsAndCompaction(t *testing.T) {
 	dir := t.TempDir()
 	opts := testOptions()
+	opts.MaxDayParts = 100 // seals must not merge; the test's compactions do
 	db := openTest(t, dir, opts)
-	day := time.Date(2026, 1, 10, 0, 0, 0, 0, time.UTC)
+	sat := time.Date(2026, 1, 10, 0, 0, 0, 0, time.UTC) // week of Monday 2026-01-05
+	tue := time.Date(2026, 1, 6, 0, 0, 0, 0, time.UTC)
 	var all [][]audit.Record
-	// Five seals that each add records to the same past day.
-	for i := range 5 {
-		recs := mkrecs("acme", 40, day.Add(time.Duration(i)*time.Hour), time.Minute)
+	add := func(name string, at time.Time) {
+		recs := mkrecs("acme", 40, at, time.Minute)
 		for j := range recs {
-			recs[j].ID = fmt.Sprintf("late-%d-%d", i, j)
+			recs[j].ID = fmt.Sprintf("%s-%d", name, j)
 		}
 		mustAppend(t, db, recs)
 		all = append(all, recs)
@@ -191,25 +192,53 @@ func TestLateRecordsAndCompaction(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Five seals add records to Saturday, two to Tuesday.
+	for i := range 5 {
+		add(fmt.Sprintf("sat-%d", i), sat.Add(time.Duration(i)*time.Hour))
+	}
+	add("tue-0", tue)
+	add("tue-1", tue.Add(time.Hour))
+	if n := len(db.Parts()); n != 7 {
+		t.Fatalf("parts before compaction: %d, want 7", n)
+	}
 	want := expected(all...)
-	if n := len(db.Parts()); n != 5 {
-		t.Fatalf("parts before compaction: %d, want 5", n)
+	compact := func(now time.Time) []Part {
+		t.Helper()
+		if err := db.onSealLoop(ctx, func(ctx context.Context) error { return db.compact(ctx, now) }); err != nil {
+			t.Fatalf("compact: %v", err)
+		}
+		if got := contents(t, db, "acme"); !slices.Equal(got, want) {
+			t.Fatalf("compaction changed contents")
+		}
+		for _, p := range db.Parts() {
+			if n := misorderedRows(t, db, p); n != 0 {
+				t.Fatalf("part %s: %d rows out of order", p.Path, n)
+			}
+		}
+		return db.Parts()
 	}
-	before := contents(t, db, "acme")
-	// The day is long past and quiet once CompactAfter has elapsed.
-	late := time.Now().Add(opts.CompactAfter + time.Hour)
-	if err := db.onSealLoop(ctx, func(ctx context.Context) error { return db.compact(ctx, late) }); err != nil {
-		t.Fatalf("compact: %v", err)
+	// On the week's Sunday it is not over: Saturday, with more than
+	// MaxDayParts parts, becomes one day part; Tuesday waits.
+	db.onSealLoop(ctx, func(context.Context) error { db.opts.MaxDayParts = 3; return nil }) // the loop reads it
+	parts := compact(time.Date(2026, 1, 11, 12, 0, 0, 0, time.UTC))
+	if len(parts) != 3 || parts[0].Day != "2026-01-06" || parts[2].Day != "2026-01-10" || parts[2].Level != 1 || parts[2].Rows != 200 {
+		t.Fatalf("during the week: %+v", parts)
 	}
-	parts := db.Parts()
-	if len(parts) != 1 || parts[0].Level != 1 || parts[0].Rows != 200 {
-		t.Fatalf("after compaction: %+v", parts)
+	// Once the week is over and quiet, it becomes one block.
+	later := time.Now().Add(opts.CompactAfter + time.Hour)
+	parts = compact(later)
+	if len(parts) != 1 || parts[0].Level != 2 || parts[0].Rows != 280 || parts[0].Day != "2026-01-05" || parts[0].LastDay != "2026-01-10" {
+		t.Fatalf("after the week: %+v", parts)
 	}
-	if got := contents(t, db, "acme"); !slices.Equal(got, before) || !slices.Equal(got, want) {
-		t.Fatalf("compaction changed contents")
+	// A late record of the week joins the block at the next compaction.
+	add("wed-late", time.Date(2026, 1, 7, 9, 0, 0, 0, time.UTC))
+	want = expected(all...)
+	parts = compact(later.Add(opts.CompactAfter + time.Hour))
+	if len(parts) != 1 || parts[0].Level != 2 || parts[0].Rows != 320 {
+		t.Fatalf("after a late record: %+v", parts)
 	}
-	// Old files are gone once no reader holds them.
-	files, _ := filepath.Glob(filepath.Join(dir, "blocks", "acme", "2026-01-10", "*.parquet"))
+	// Replaced files are gone once no reader holds them.
+	files, _ := filepath.Glob(filepath.Join(dir, "blocks", "acme", "*", "*.parquet"))
 	if len(files) != 1 {
 		t.Fatalf("files on disk after compaction: %v", files)
 	}
@@ -219,8 +248,8 @@ func TestLateRecordsAndCompaction(t *testing.T) {
 	if got := contents(t, db, "acme"); !slices.Equal(got, want) {
 		t.Fatalf("after restart: contents differ")
 	}
-	// A late duplicate of the compacted day is still recognised.
-	if s, d := mustAppend(t, db, all[2][:5]); s != 0 || d != 5 {
+	// Late duplicates of days inside the block are still recognised.
+	if s, d := mustAppend(t, db, append(slices.Clone(all[2][:5]), all[5][:3]...)); s != 0 || d != 8 {
 		t.Fatalf("late duplicates: stored %d dup %d", s, d)
 	}
 }
@@ -520,6 +549,25 @@ func TestHeadAndPartsReturnIdenticalRecords(t *testing.T) {
 		})
 		if err != nil || n != len(in) {
 			t.Fatalf("%s: %d records, %v; want %d", stage, n, err, len(in))
+		}
+		// A slim read carries exactly the fields it promises.
+		n = 0
+		err = db.Records(ctx, "acme", Query{Slim: true}, func(r *audit.Record) error {
+			n++
+			var w audit.Record
+			for _, x := range in {
+				if x.ID == r.ID {
+					w = audit.Record{Tenant: x.Tenant, ID: x.ID, CreationTime: x.CreationTime, RecordType: x.RecordType,
+						Operation: x.Operation, UserID: x.UserID, Workload: x.Workload, Raw: x.Raw}
+				}
+			}
+			if got, want := fmt.Sprintf("%+v", *r), fmt.Sprintf("%+v", w); got != want {
+				t.Fatalf("%s: slim record differs:\n got %s\nwant %s", stage, got, want)
+			}
+			return nil
+		})
+		if err != nil || n != len(in) {
+			t.Fatalf("%s: slim: %d records, %v", stage, n, err)
 		}
 	}
 	check("head")

@@ -32,8 +32,11 @@ import (
 )
 
 func runBench(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "search" {
+		return runBenchSearch(ctx, args[1:])
+	}
 	if len(args) == 0 || args[0] != "ingest" {
-		return usagef("usage: custos bench ingest [flags]  (see custos bench ingest -h)")
+		return usagef("usage: custos bench ingest|search [flags]  (see custos bench ingest -h, custos bench search -h)")
 	}
 	fs := flag.NewFlagSet("bench ingest", flag.ContinueOnError)
 	fs.Usage = func() {

@@ -28,7 +28,7 @@ func commands() map[string]command {
 		"retention": {"manage retention policies and legal hold; enforce retention (list, create, update, delete, hold, enforce, report)", runRetention},
 		"tenant":    {"manage tenants (create, list)", runTenant},
 		"token":     {"manage API tokens (create, list, revoke)", runToken},
-		"bench":     {"measure ingest throughput, storage and memory (bench ingest)", runBench},
+		"bench":     {"measure ingest throughput, storage and memory, and search speed (bench ingest, bench search)", runBench},
 	}
 }
 
