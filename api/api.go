@@ -17,6 +17,7 @@ import (
 	"github.com/custos-audit/custos/audit"
 	"github.com/custos-audit/custos/auth"
 	"github.com/custos-audit/custos/ingest"
+	"github.com/custos-audit/custos/queryjob"
 	"github.com/custos-audit/custos/retention"
 	"github.com/custos-audit/custos/selfaudit"
 	"github.com/custos-audit/custos/store"
@@ -35,6 +36,7 @@ type Config struct {
 	Ingest    *ingest.Service
 	Reader    Reader
 	Retention *retention.Enforcer
+	Queries   *queryjob.Manager
 	Ready     func() error // nil error when the server can take writes
 	Metrics   http.Handler // Prometheus exposition
 	Logger    *slog.Logger
@@ -73,6 +75,13 @@ func New(cfg Config) *Server {
 	handle("POST /api/v1/tenants/{tenant}/records", s.tenantRoute(auth.RoleIngest, s.ingestRecords))
 	handle("GET /api/v1/tenants/{tenant}/records", s.tenantRoute(auth.RoleRead, s.listRecords))
 	handle("POST /api/v1/tenants/{tenant}/records/search", s.tenantRoute(auth.RoleRead, s.searchRecords))
+
+	handle("POST /api/v1/tenants/{tenant}/queries", s.tenantRoute(auth.RoleRead, s.withQueries(s.createQuery)))
+	handle("GET /api/v1/tenants/{tenant}/queries", s.tenantRoute(auth.RoleRead, s.withQueries(s.listQueries)))
+	handle("GET /api/v1/tenants/{tenant}/queries/{id}", s.tenantRoute(auth.RoleRead, s.withQueries(s.getQuery)))
+	handle("GET /api/v1/tenants/{tenant}/queries/{id}/records", s.tenantRoute(auth.RoleRead, s.withQueries(s.queryRecords)))
+	handle("POST /api/v1/tenants/{tenant}/queries/{id}/cancel", s.tenantRoute(auth.RoleRead, s.withQueries(s.cancelQuery)))
+	handle("DELETE /api/v1/tenants/{tenant}/queries/{id}", s.tenantRoute(auth.RoleRead, s.withQueries(s.deleteQuery)))
 
 	handle("GET /api/v1/tenants/{tenant}/retention/policies", s.tenantRoute(auth.RoleRead, s.withRetention(s.listPolicies)))
 	handle("POST /api/v1/tenants/{tenant}/retention/policies", s.tenantRoute(auth.RoleAdmin, s.withRetention(s.createPolicy)))

@@ -20,6 +20,7 @@ import (
 
 	"github.com/custos-audit/custos/auth"
 	"github.com/custos-audit/custos/ingest"
+	"github.com/custos-audit/custos/queryjob"
 	"github.com/custos-audit/custos/retention"
 	"github.com/custos-audit/custos/selfaudit"
 	"github.com/custos-audit/custos/store"
@@ -55,6 +56,10 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	queries, err := queryjob.Open(queryjob.Config{Dir: filepath.Join(dir, "queries"), Reader: db})
+	if err != nil {
+		t.Fatal(err)
+	}
 	e := &env{t: t, db: db, reg: reg, ret: ret, tokens: map[string]string{}, ids: map[string]string{}}
 	e.api = New(Config{
 		Registry: reg,
@@ -62,12 +67,13 @@ func newEnv(t *testing.T) *env {
 		Reader:   db,
 		Retention: retention.NewEnforcer(retention.EnforcerConfig{Registry: ret, Store: db, DefaultDays: retention.DefaultDays,
 			Now: func() time.Time { return e.now() }}),
+		Queries: queries,
 		Ready:   db.Ready,
 		Metrics: promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}),
 	})
 	a := e.api
 	e.srv = httptest.NewServer(a)
-	t.Cleanup(func() { e.srv.Close(); db.Close() })
+	t.Cleanup(func() { e.srv.Close(); queries.Close(); db.Close() })
 	for _, tenant := range []string{"alpha", "beta"} {
 		if _, err := reg.CreateTenant(tenant, ""); err != nil {
 			t.Fatal(err)
@@ -166,6 +172,37 @@ var isolationCases = map[string]isolationCase{
 	"POST /api/v1/tenants/{tenant}/records/search": {
 		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/records/search" },
 		body: func(t string) []byte { return []byte(`{"from":"30d","operations":["MailItemsAccessed"]}`) },
+		need: auth.RoleRead,
+	},
+	"POST /api/v1/tenants/{tenant}/queries": {
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/queries" },
+		body: func(t string) []byte {
+			return []byte(`{"displayName":"iso","filterStartDateTime":"2026-01-01T00:00:00Z"}`)
+		},
+		need: auth.RoleRead,
+	},
+	"GET /api/v1/tenants/{tenant}/queries": {
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/queries" },
+		need: auth.RoleRead,
+	},
+	"GET /api/v1/tenants/{tenant}/queries/{id}": {
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/queries/0123456789abcdef01234567" },
+		need: auth.RoleRead,
+	},
+	"GET /api/v1/tenants/{tenant}/queries/{id}/records": {
+		path: func(e *env, t string) string {
+			return "/api/v1/tenants/" + t + "/queries/0123456789abcdef01234567/records"
+		},
+		need: auth.RoleRead,
+	},
+	"POST /api/v1/tenants/{tenant}/queries/{id}/cancel": {
+		path: func(e *env, t string) string {
+			return "/api/v1/tenants/" + t + "/queries/0123456789abcdef01234567/cancel"
+		},
+		need: auth.RoleRead,
+	},
+	"DELETE /api/v1/tenants/{tenant}/queries/{id}": {
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/queries/0123456789abcdef01234567" },
 		need: auth.RoleRead,
 	},
 	"GET /api/v1/tenants/{tenant}/retention/policies": {

@@ -24,6 +24,7 @@ func commands() map[string]command {
 		"simulate":  {"generate realistic Microsoft 365 audit activity", runSimulate},
 		"ingest":    {"send audit records from files to a server", runIngest},
 		"search":    {"search a tenant's records; export them as csv or ndjson", runSearch},
+		"query":     {"asynchronous audit log queries, Graph-style (create, list, show, records, cancel, delete)", runQuery},
 		"rules":     {"list detection rules; test them on records in files or stored (list, test)", runRules},
 		"retention": {"manage retention policies and legal hold; enforce retention (list, create, update, delete, hold, enforce, report)", runRetention},
 		"tenant":    {"manage tenants (create, list)", runTenant},

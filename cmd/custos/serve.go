@@ -22,6 +22,7 @@ import (
 	"github.com/custos-audit/custos/auth"
 	"github.com/custos-audit/custos/durable"
 	"github.com/custos-audit/custos/ingest"
+	"github.com/custos-audit/custos/queryjob"
 	"github.com/custos-audit/custos/retention"
 	"github.com/custos-audit/custos/selfaudit"
 	"github.com/custos-audit/custos/store"
@@ -135,12 +136,19 @@ func runServe(ctx context.Context, args []string) error {
 		},
 	})
 	promReg.MustRegister(enforcer.Collector())
+	queries, err := queryjob.Open(queryjob.Config{Dir: filepath.Join(*data, "queries"), Reader: db, Logger: log.With("component", "queries")})
+	if err != nil {
+		db.Close()
+		return err
+	}
+
 	srv := &http.Server{
 		Handler: api.New(api.Config{
 			Registry:  reg,
 			Ingest:    svc,
 			Reader:    db,
 			Retention: enforcer,
+			Queries:   queries,
 			Ready:     db.Ready,
 			Metrics:   promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: promReg}),
 			Logger:    log.With("component", "api"),
@@ -152,6 +160,7 @@ func runServe(ctx context.Context, args []string) error {
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
+		queries.Close()
 		db.Close()
 		return err
 	}
@@ -175,6 +184,7 @@ func runServe(ctx context.Context, args []string) error {
 	}
 	stopJobs()
 	<-jobsDone
+	queries.Close() // before the store: running jobs stop and run again at the next start
 	if cerr := db.Close(); cerr != nil {
 		err = errors.Join(err, cerr)
 	}
