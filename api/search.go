@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/custos-audit/custos/audit"
@@ -261,19 +262,10 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request, p auth.Principal
 		return
 	}
 	w.Header().Set("Content-Type", contentType)
-	bw := bufio.NewWriterSize(w, 64<<10)
-	enc := newEnc(bw)
-	started := false
-	err = s.cfg.Reader.Records(r.Context(), tenant, q, func(rec *audit.Record) error {
-		started = true
-		return enc.encode(rec)
+	wrote, err := streamRecords(w, newEnc, func(fn func(*audit.Record) error) error {
+		return s.cfg.Reader.Records(r.Context(), tenant, q, fn)
 	})
-	if err == nil {
-		if err = enc.flush(); err == nil {
-			err = bw.Flush()
-		}
-	}
-	if err != nil && !started {
+	if err != nil && !wrote {
 		s.log.Error("search failed", "tenant", tenant, "err", err)
 		writeError(w, http.StatusInternalServerError, "reading records failed")
 	} else if err != nil && r.Context().Err() == nil {
@@ -282,6 +274,73 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request, p auth.Principal
 		s.log.Error("search failed mid-stream", "tenant", tenant, "err", err)
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// streamBatch is how many records go to the encoder at a time.
+const streamBatch = 256
+
+// streamRecords encodes the records read calls back with onto w, on a
+// second goroutine: reading the next records out of DuckDB and encoding and
+// sending the previous ones then use both cores. It reports whether
+// anything reached w (so the status is sent) and the first error.
+func streamRecords(w io.Writer, newEnc func(io.Writer) recordEncoder, read func(func(*audit.Record) error) error) (bool, error) {
+	cw := &countingWriter{w: w}
+	bw := bufio.NewWriterSize(cw, 256<<10)
+	enc := newEnc(bw)
+	batches := make(chan []*audit.Record, 4)
+	var encErr atomic.Pointer[error]
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for b := range batches {
+			if encErr.Load() != nil {
+				continue // drain, so the reader never blocks
+			}
+			for _, rec := range b {
+				if err := enc.encode(rec); err != nil {
+					encErr.Store(&err)
+					break
+				}
+			}
+		}
+	}()
+	batch := make([]*audit.Record, 0, streamBatch)
+	err := read(func(rec *audit.Record) error {
+		if e := encErr.Load(); e != nil {
+			return *e
+		}
+		batch = append(batch, rec)
+		if len(batch) == streamBatch {
+			batches <- batch
+			batch = make([]*audit.Record, 0, streamBatch)
+		}
+		return nil
+	})
+	if len(batch) > 0 {
+		batches <- batch
+	}
+	close(batches)
+	<-done
+	if e := encErr.Load(); err == nil && e != nil {
+		err = *e
+	}
+	if err == nil {
+		if err = enc.flush(); err == nil {
+			err = bw.Flush()
+		}
+	}
+	return cw.n > 0, err
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // maxBuckets bounds a histogram's size: a year of hours is 8,784.

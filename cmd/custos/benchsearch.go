@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,6 +62,7 @@ func runBenchSearch(ctx context.Context, args []string) error {
 		asJSON   = fs.Bool("json", false, "print the results as one JSON object")
 		exportD  = fs.Int("export-days", 30, "days of records the CSV export covers")
 		cpuProf  = fs.String("cpuprofile", "", "write a CPU profile of the query phase to this file")
+		only     = fs.String("only", "", "run only the queries whose name contains this")
 	)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -154,6 +156,9 @@ func runBenchSearch(ctx context.Context, args []string) error {
 	}
 	var results []result
 	for _, q := range queries {
+		if !strings.Contains(q.name, *only) {
+			continue
+		}
 		var times []time.Duration
 		var rows, size int64
 		for i := range *runs {
