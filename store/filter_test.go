@@ -276,3 +276,41 @@ func TestHistogram(t *testing.T) {
 		t.Error("buckets out of order")
 	}
 }
+
+// TestUserFilterEveryCase: the byte-range bounds that let DuckDB skip row
+// groups never drop a spelling that matches case-insensitively, the Kelvin
+// sign (whose lower case is k) included, in the head and in sealed files.
+func TestUserFilterEveryCase(t *testing.T) {
+	db := openTest(t, t.TempDir(), testOptions())
+	defer db.Close()
+	at := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	ids := []string{"Kim@X.example", "kim@x.example", "KIM@X.EXAMPLE", "\u212Aim@x.example", "kimberly@x.example", "jim@x.example", "ĸim@x.example"}
+	var recs []audit.Record
+	for i, u := range ids {
+		recs = append(recs, mkrec("acme", fmt.Sprintf("u%d", i), at.Add(time.Duration(i)*time.Minute), u))
+	}
+	check := func(stage string) {
+		t.Helper()
+		var got []string
+		q := Query{Filter: Filter{UserIDs: []string{"kIm@x.EXAMPLE"}}}
+		if err := db.Records(ctx, "acme", q, func(r *audit.Record) error { got = append(got, r.ID); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(got)
+		if want := []string{"u0", "u1", "u2", "u3"}; !slices.Equal(got, want) {
+			t.Errorf("%s: %v, want %v", stage, got, want)
+		}
+	}
+	mustAppend(t, db, recs[:4])
+	if err := db.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, db, recs[4:])
+	check("sealed")
+	mustAppend(t, db, []audit.Record{mkrec("acme", "u7", at.Add(time.Hour), "\u212AIM@x.example")})
+	var got []string
+	db.Records(ctx, "acme", Query{Filter: Filter{UserIDs: []string{"kim@x.example"}}}, func(r *audit.Record) error { got = append(got, r.ID); return nil })
+	if len(got) != 5 {
+		t.Errorf("head and sealed: %v, want five", got)
+	}
+}
