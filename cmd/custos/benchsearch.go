@@ -187,7 +187,9 @@ func runBenchSearch(ctx context.Context, args []string) error {
 		var storeTimes []time.Duration
 		for range max(*runs-1, 1) {
 			t0 := time.Now()
-			err := db.Records(ctx, "bench", q.q, func(*audit.Record) error { return nil })
+			sq := q.q
+			sq.Slim = true // as the API reads
+			err := db.Records(ctx, "bench", sq, func(*audit.Record) error { return nil })
 			if err != nil {
 				return err
 			}
