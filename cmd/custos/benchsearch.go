@@ -252,6 +252,9 @@ func benchBuild(ctx context.Context, dir string, opts store.Options, want benchD
 		}
 		return benchDataset{}, fmt.Errorf("%s holds another dataset (%s); remove it or pick another --data", dir, b)
 	}
+	if _, err := os.Stat(filepath.Join(dir, "store")); err == nil {
+		return benchDataset{}, fmt.Errorf("%s holds an incomplete build (no dataset.json); remove it and run again", dir)
+	}
 	today := time.Now().UTC().Truncate(24 * time.Hour)
 	want.Start = today.AddDate(0, 0, -want.Days)
 	want.End = today
