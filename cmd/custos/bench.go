@@ -78,36 +78,17 @@ func runBench(ctx context.Context, args []string) error {
 		return err
 	}
 
-	reg, err := auth.Open(filepath.Join(dir, "auth.json"))
-	if err != nil {
-		return err
-	}
-	if _, ok := reg.Tenant("bench"); !ok {
-		if _, err := reg.CreateTenant("bench", "benchmark"); err != nil {
-			return err
-		}
-	}
-	_, token, err := reg.CreateToken("bench", auth.RoleIngest, "bench", nil)
-	if err != nil {
-		return err
-	}
 	db, err := store.Open(filepath.Join(dir, "store"), store.Options{MemoryLimit: *memLimit, MinFreeBytes: -1})
 	if err != nil {
 		return err
 	}
-	promReg := prometheus.NewRegistry()
-	srv := &http.Server{Handler: api.New(api.Config{
-		Registry: reg, Reader: db, Ready: db.Ready,
-		Ingest:  ingest.New(db, ingest.Config{Registerer: promReg}),
-		Metrics: promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}),
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	base, token, stop, err := benchServer(dir, db, auth.RoleIngest)
 	if err != nil {
+		db.Close()
 		return err
 	}
-	go srv.Serve(ln)
-	defer srv.Close()
-	url := "http://" + ln.Addr().String() + "/api/v1/tenants/bench/records"
+	defer stop()
+	url := base + "/api/v1/tenants/bench/records"
 
 	f, err := os.Open(input)
 	if err != nil {
@@ -267,6 +248,36 @@ func runBench(ctx context.Context, args []string) error {
 		fmt.Printf("%-22s %v\n", k, res[k])
 	}
 	return nil
+}
+
+// benchServer serves the API over db on a loopback port, with a token of
+// role for the tenant "bench", and returns the base URL, the token and a
+// function that stops the server.
+func benchServer(dir string, db *store.DB, role auth.Role) (base, token string, stop func(), err error) {
+	reg, err := auth.Open(filepath.Join(dir, "auth.json"))
+	if err != nil {
+		return "", "", nil, err
+	}
+	if _, ok := reg.Tenant("bench"); !ok {
+		if _, err := reg.CreateTenant("bench", "benchmark"); err != nil {
+			return "", "", nil, err
+		}
+	}
+	if _, token, err = reg.CreateToken("bench", role, "bench-"+string(role), nil); err != nil {
+		return "", "", nil, err
+	}
+	promReg := prometheus.NewRegistry()
+	srv := &http.Server{Handler: api.New(api.Config{
+		Registry: reg, Reader: db, Ready: db.Ready,
+		Ingest:  ingest.New(db, ingest.Config{Registerer: promReg}),
+		Metrics: promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}),
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", "", nil, err
+	}
+	go srv.Serve(ln)
+	return "http://" + ln.Addr().String(), token, func() { srv.Close() }, nil
 }
 
 func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }

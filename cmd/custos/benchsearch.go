@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -18,13 +17,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/custos-audit/custos/api"
 	"github.com/custos-audit/custos/audit"
 	"github.com/custos-audit/custos/auth"
-	"github.com/custos-audit/custos/ingest"
 	"github.com/custos-audit/custos/simulate"
 	"github.com/custos-audit/custos/store"
 )
@@ -76,37 +70,17 @@ func runBenchSearch(ctx context.Context, args []string) error {
 		return err
 	}
 
-	reg, err := auth.Open(filepath.Join(*dataDir, "auth.json"))
-	if err != nil {
-		return err
-	}
-	if _, ok := reg.Tenant("bench"); !ok {
-		if _, err := reg.CreateTenant("bench", "benchmark"); err != nil {
-			return err
-		}
-	}
-	_, token, err := reg.CreateToken("bench", auth.RoleRead, "bench-search", nil)
-	if err != nil {
-		return err
-	}
 	db, err := store.Open(filepath.Join(*dataDir, "store"), opts)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	promReg := prometheus.NewRegistry()
-	srv := &http.Server{Handler: api.New(api.Config{
-		Registry: reg, Reader: db, Ready: db.Ready,
-		Ingest:  ingest.New(db, ingest.Config{Registerer: promReg}),
-		Metrics: promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}),
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	server, token, stop, err := benchServer(*dataDir, db, auth.RoleRead)
 	if err != nil {
 		return err
 	}
-	go srv.Serve(ln)
-	defer srv.Close()
-	base := "http://" + ln.Addr().String() + "/api/v1/tenants/bench/records?"
+	defer stop()
+	base := server + "/api/v1/tenants/bench/records?"
 
 	rfc := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 	exportFrom := ds.End.AddDate(0, 0, -*exportD)
