@@ -112,32 +112,23 @@ func (p *condParser) keyword(k string) bool {
 }
 
 func (p *condParser) or() (expr, error) {
-	x, err := p.and()
-	if err != nil {
-		return nil, err
-	}
-	list := orExpr{x}
-	for p.keyword("or") {
-		y, err := p.and()
-		if err != nil {
-			return nil, err
-		}
-		list = append(list, y)
-	}
-	if len(list) == 1 {
-		return x, nil
-	}
-	return list, nil
+	return p.chain("or", p.and, func(xs []expr) expr { return orExpr(xs) })
 }
 
 func (p *condParser) and() (expr, error) {
-	x, err := p.not()
+	return p.chain("and", p.not, func(xs []expr) expr { return andExpr(xs) })
+}
+
+// chain parses operands joined by the keyword op and combines them; a
+// single operand stands alone.
+func (p *condParser) chain(op string, operand func() (expr, error), combine func([]expr) expr) (expr, error) {
+	x, err := operand()
 	if err != nil {
 		return nil, err
 	}
-	list := andExpr{x}
-	for p.keyword("and") {
-		y, err := p.not()
+	list := []expr{x}
+	for p.keyword(op) {
+		y, err := operand()
 		if err != nil {
 			return nil, err
 		}
@@ -146,7 +137,7 @@ func (p *condParser) and() (expr, error) {
 	if len(list) == 1 {
 		return x, nil
 	}
-	return list, nil
+	return combine(list), nil
 }
 
 func (p *condParser) not() (expr, error) {
