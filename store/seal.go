@@ -172,9 +172,7 @@ func (db *DB) sealGen(ctx context.Context, g *headGen) error {
 		return &view{cat: cat, gens: gens}
 	}, func() { db.heads.drop(g.id) })
 	db.releaseHead(g)
-	if err := db.wal.TruncateBefore(cat.SealedThrough + 1); err != nil {
-		db.log.Warn("truncating wal after seal", "err", err)
-	}
+	db.truncateWAL(cat.SealedThrough)
 	db.log.Info("sealed head", "generation", g.id, "records", g.rows.Load(), "parts", len(parts),
 		"sealed_through", cat.SealedThrough, "elapsed", time.Since(start).Round(time.Millisecond))
 	return nil

@@ -74,6 +74,7 @@ type Options struct {
 	MaxHeadBytes  int64         // raw bytes in unsealed head generations before Append says ErrBusy (default 3 × SealBytes)
 	MinFreeBytes  int64         // Append says ErrNoSpace below this much free disk (default 1 GiB)
 	WALSegment    int64         // WAL segment size (default: the wal package's)
+	MaxFeedBytes  int64         // write-ahead log a lagging Feed may hold back from truncation (default 8 GiB)
 	Tick          time.Duration // how often the seal loop looks for work (default 1s)
 	Logger        *slog.Logger
 }
@@ -109,6 +110,9 @@ func (o *Options) setDefaults() {
 	if o.MinFreeBytes == 0 {
 		o.MinFreeBytes = 1 << 30
 	}
+	if o.MaxFeedBytes <= 0 {
+		o.MaxFeedBytes = 8 << 30
+	}
 	if o.Tick <= 0 {
 		o.Tick = time.Second
 	}
@@ -139,6 +143,9 @@ type DB struct {
 	diskOK  atomic.Bool
 
 	committed atomic.Uint64 // last WAL frame made durable
+	feeds     *feeds
+	notifyMu  sync.Mutex
+	notify    chan struct{} // closed and replaced at every commit, for feeds
 
 	heads     headRegistry
 	headMu    sync.Mutex   // held to add to the active generation and to replace it
@@ -169,6 +176,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		sealq:  make(chan sealRequest),
 		stop:   make(chan struct{}),
 		freed:  make(chan struct{}),
+		notify: make(chan struct{}),
 		minRun: 50_000,
 	}
 	db.diskOK.Store(true)
@@ -182,6 +190,9 @@ func Open(dir string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	if err := db.removeOrphans(cat); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	if db.feeds, err = loadFeeds(db.path("feeds.json")); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	if err := db.openDuckDB(); err != nil {
@@ -212,6 +223,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		db.sql.Close()
 		return nil, fmt.Errorf("store: replay wal: %w", err)
 	}
+	db.committed.Store(db.wal.NextSeq() - 1)
 	db.checkDisk()
 	db.wg.Add(2)
 	go db.commitLoop()
@@ -445,6 +457,7 @@ func (db *DB) commit(group []*appendReq, buf []byte) []byte {
 		// In the head before the answer, so a client reads its own writes.
 		db.addToHead(seq, batch)
 		db.committed.Store(seq)
+		db.signalCommit()
 	}
 	for _, req := range group {
 		req.done <- err
