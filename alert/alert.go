@@ -44,6 +44,9 @@ var Severities = []string{"informational", "low", "medium", "high", "critical"}
 // MaxEvidence bounds the record ids kept with one alert; Count goes on.
 const MaxEvidence = 100
 
+// MaxRelated bounds the related values kept with one alert.
+const MaxRelated = 50
+
 // Alert is one incident.
 type Alert struct {
 	ID          string    `json:"id"`
@@ -60,6 +63,11 @@ type Alert struct {
 	Updated     time.Time `json:"updated"`
 	Explanation string    `json:"explanation"`
 	Evidence    []string  `json:"evidence"` // record ids, the first MaxEvidence
+	Related     []string  `json:"related,omitempty"` // what else the evidence touched (mailboxes, addresses), the first MaxRelated
+	// Through is the feed position of the latest evidence. Detection
+	// replays records after a restart; a finding at or before its group's
+	// position was already counted.
+	Through uint64 `json:"through,omitempty"`
 	UpdatedBy   string    `json:"updatedBy,omitempty"`
 	Note        string    `json:"note,omitempty"`
 }
@@ -74,6 +82,10 @@ type Finding struct {
 	RecordID    string
 	At          time.Time // the record's CreationTime
 	Explanation string
+	Related     string // what else the record touched, e.g. the mailbox read; optional
+	// Pos is the record's position in the detection feed (0: none). Findings
+	// of one group must come in increasing Pos; a repeat is ignored.
+	Pos uint64
 }
 
 // Errors.
@@ -91,6 +103,7 @@ type Store struct {
 	alerts  map[string]*Alert          // id → alert
 	active  map[groupKey]*Alert        // the open or acknowledged alert of each group
 	seen    map[string]map[string]bool // alert id → evidence ids, to count a record once
+	through map[groupKey]uint64        // latest feed position counted in each group
 	journal *os.File
 	lines   int // lines in the journal
 }
@@ -99,7 +112,8 @@ type groupKey struct{ tenant, detector, entity string }
 
 // Open loads the alert journal at path, creating it if absent.
 func Open(path string) (*Store, error) {
-	s := &Store{path: path, now: time.Now, alerts: map[string]*Alert{}, active: map[groupKey]*Alert{}, seen: map[string]map[string]bool{}}
+	s := &Store{path: path, now: time.Now, alerts: map[string]*Alert{}, active: map[groupKey]*Alert{}, seen: map[string]map[string]bool{},
+		through: map[groupKey]uint64{}}
 	f, err := os.Open(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -151,6 +165,7 @@ func (s *Store) put(a *Alert) {
 	} else {
 		s.active[k] = a
 	}
+	s.through[k] = max(s.through[k], a.Through)
 	ids := s.seen[a.ID]
 	if ids == nil {
 		ids = map[string]bool{}
@@ -238,6 +253,12 @@ func (s *Store) Raise(f Finding) (Alert, bool, error) {
 	now := s.now().UTC()
 	k := groupKey{f.Tenant, f.Detector, f.Entity}
 	cur, fresh := s.active[k], false
+	if f.Pos != 0 && f.Pos <= s.through[k] {
+		if cur == nil {
+			return Alert{}, false, nil
+		}
+		return *cur, false, nil
+	}
 	var a Alert
 	if cur == nil {
 		fresh = true
@@ -247,8 +268,7 @@ func (s *Store) Raise(f Finding) (Alert, bool, error) {
 		if s.seen[cur.ID][f.RecordID] {
 			return *cur, false, nil
 		}
-		a = *cur
-		a.Evidence = slices.Clone(cur.Evidence)
+		a = cur.clone()
 		if f.At.Before(a.FirstSeen) {
 			a.FirstSeen = f.At.UTC()
 		}
@@ -259,8 +279,12 @@ func (s *Store) Raise(f Finding) (Alert, bool, error) {
 	}
 	a.Count++
 	a.Updated = now
+	a.Through = max(a.Through, f.Pos)
 	if len(a.Evidence) < MaxEvidence {
 		a.Evidence = append(a.Evidence, f.RecordID)
+	}
+	if f.Related != "" && len(a.Related) < MaxRelated && !slices.Contains(a.Related, f.Related) {
+		a.Related = append(a.Related, f.Related)
 	}
 	if err := s.append(&a); err != nil {
 		return Alert{}, false, err
@@ -291,9 +315,7 @@ func (s *Store) List(tenant string, f Filter) []Alert {
 			(f.Detector != "" && !strings.EqualFold(f.Detector, a.Detector)) {
 			continue
 		}
-		x := *a
-		x.Evidence = slices.Clone(a.Evidence)
-		out = append(out, x)
+		out = append(out, a.clone())
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].LastSeen.Equal(out[j].LastSeen) {
@@ -312,9 +334,7 @@ func (s *Store) Get(tenant, id string) (Alert, error) {
 	if !ok || a.Tenant != tenant {
 		return Alert{}, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
-	x := *a
-	x.Evidence = slices.Clone(a.Evidence)
-	return x, nil
+	return a.clone(), nil
 }
 
 // SetStatus moves a tenant's alert to status, with an optional note. A
@@ -335,8 +355,7 @@ func (s *Store) SetStatus(tenant, id string, status Status, by, note string) (be
 	if cur.Status == StatusClosed {
 		return *cur, *cur, fmt.Errorf("%w: alert %s is closed", ErrInvalid, id)
 	}
-	a := *cur
-	a.Evidence = slices.Clone(cur.Evidence)
+	a := cur.clone()
 	a.Status, a.UpdatedBy, a.Updated = status, by, s.now().UTC()
 	if note != "" {
 		a.Note = note
@@ -346,6 +365,14 @@ func (s *Store) SetStatus(tenant, id string, status Status, by, note string) (be
 	}
 	s.put(&a)
 	return *cur, a, nil
+}
+
+// clone returns a copy that shares no slices with a.
+func (a *Alert) clone() Alert {
+	x := *a
+	x.Evidence = slices.Clone(a.Evidence)
+	x.Related = slices.Clone(a.Related)
+	return x
 }
 
 func newID() string {

@@ -129,3 +129,51 @@ func TestRestartKeepsEverythingAndIgnoresATornTail(t *testing.T) {
 		t.Errorf("replayed record counted again: %+v", a)
 	}
 }
+
+func TestReplayedFindingsCountOnceAcrossRestartAndClose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "alerts.jsonl")
+	s := open(t, path)
+	raise := func(s *Store, rec string, pos uint64, related string) Alert {
+		t.Helper()
+		f := finding("acme", "app-x", rec, t0)
+		f.Pos, f.Related = pos, related
+		a, _, err := s.Raise(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	// More findings than MaxEvidence, so the evidence list alone cannot
+	// tell a repeat.
+	var a Alert
+	for i := 1; i <= MaxEvidence+20; i++ {
+		a = raise(s, fmt.Sprintf("r%d", i), uint64(i), fmt.Sprintf("mbx%d", i%3))
+	}
+	if a.Count != MaxEvidence+20 || len(a.Related) != 3 || a.Through != MaxEvidence+20 {
+		t.Fatalf("count %d related %v through %d", a.Count, a.Related, a.Through)
+	}
+	s.Close()
+
+	// After a restart, detection replays from an older checkpoint.
+	s = open(t, path)
+	for i := 50; i <= MaxEvidence+20; i++ {
+		a = raise(s, fmt.Sprintf("r%d", i), uint64(i), "")
+	}
+	if a.Count != MaxEvidence+20 {
+		t.Fatalf("replay recounted: count %d, want %d", a.Count, MaxEvidence+20)
+	}
+	// Closing the alert does not let a replay open a new one.
+	if _, _, err := s.SetStatus("acme", a.ID, StatusClosed, "tok", ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := raise(s, "r120", MaxEvidence+20, ""); got.ID != "" {
+		t.Fatalf("a replayed finding opened alert %+v after close", got)
+	}
+	if got := s.List("acme", Filter{}); len(got) != 1 {
+		t.Fatalf("%d alerts after replay, want 1", len(got))
+	}
+	// A new record after the close opens a new alert.
+	if got := raise(s, "r121", MaxEvidence+21, ""); got.ID == "" || got.ID == a.ID || got.Count != 1 {
+		t.Fatalf("new finding after close: %+v", got)
+	}
+}
