@@ -62,14 +62,14 @@ type Alert struct {
 	Created     time.Time `json:"created"`   // when custos raised it
 	Updated     time.Time `json:"updated"`
 	Explanation string    `json:"explanation"`
-	Evidence    []string  `json:"evidence"` // record ids, the first MaxEvidence
+	Evidence    []string  `json:"evidence"`          // record ids, the first MaxEvidence
 	Related     []string  `json:"related,omitempty"` // what else the evidence touched (mailboxes, addresses), the first MaxRelated
 	// Through is the feed position of the latest evidence. Detection
 	// replays records after a restart; a finding at or before its group's
 	// position was already counted.
-	Through uint64 `json:"through,omitempty"`
-	UpdatedBy   string    `json:"updatedBy,omitempty"`
-	Note        string    `json:"note,omitempty"`
+	Through   uint64 `json:"through,omitempty"`
+	UpdatedBy string `json:"updatedBy,omitempty"`
+	Note      string `json:"note,omitempty"`
 }
 
 // Finding is one detection to record: a record that set off a detector.
