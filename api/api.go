@@ -14,8 +14,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/custos-audit/custos/alert"
 	"github.com/custos-audit/custos/audit"
 	"github.com/custos-audit/custos/auth"
+	"github.com/custos-audit/custos/detect"
 	"github.com/custos-audit/custos/ingest"
 	"github.com/custos-audit/custos/queryjob"
 	"github.com/custos-audit/custos/retention"
@@ -37,8 +39,10 @@ type Config struct {
 	Reader    Reader
 	Retention *retention.Enforcer
 	Queries   *queryjob.Manager
-	Ready     func() error // nil error when the server can take writes
-	Metrics   http.Handler // Prometheus exposition
+	Alerts    *alert.Store   // nil: detection is off
+	Detect    *detect.Engine // nil: detection is off
+	Ready     func() error   // nil error when the server can take writes
+	Metrics   http.Handler   // Prometheus exposition
 	Logger    *slog.Logger
 }
 
@@ -92,6 +96,16 @@ func New(cfg Config) *Server {
 	handle("PUT /api/v1/tenants/{tenant}/retention/hold", s.tenantRoute(auth.RoleAdmin, s.withRetention(s.setHold)))
 	handle("POST /api/v1/tenants/{tenant}/retention/enforce", s.tenantRoute(auth.RoleRead, s.withRetention(s.enforceRetention)))
 	handle("GET /api/v1/tenants/{tenant}/retention/report", s.tenantRoute(auth.RoleRead, s.withRetention(s.retentionReport)))
+
+	handle("GET /api/v1/tenants/{tenant}/alerts", s.tenantRoute(auth.RoleRead, s.withDetection(s.listAlerts)))
+	handle("GET /api/v1/tenants/{tenant}/alerts/{id}", s.tenantRoute(auth.RoleRead, s.withDetection(s.getAlert)))
+	handle("POST /api/v1/tenants/{tenant}/alerts/{id}/ack", s.tenantRoute(auth.RoleRead, s.withDetection(s.setAlertStatus(alert.StatusAcknowledged))))
+	handle("POST /api/v1/tenants/{tenant}/alerts/{id}/close", s.tenantRoute(auth.RoleRead, s.withDetection(s.setAlertStatus(alert.StatusClosed))))
+	handle("GET /api/v1/tenants/{tenant}/detection", s.tenantRoute(auth.RoleRead, s.withDetection(s.detectionStatus)))
+	handle("POST /api/v1/tenants/{tenant}/detection/rebuild", s.tenantRoute(auth.RoleAdmin, s.withDetection(s.rebuildBaseline)))
+	handle("GET /api/v1/tenants/{tenant}/detection/allowlist", s.tenantRoute(auth.RoleRead, s.withDetection(s.listAllow)))
+	handle("POST /api/v1/tenants/{tenant}/detection/allowlist", s.tenantRoute(auth.RoleAdmin, s.withDetection(s.addAllow)))
+	handle("DELETE /api/v1/tenants/{tenant}/detection/allowlist", s.tenantRoute(auth.RoleAdmin, s.withDetection(s.removeAllow)))
 
 	handle("POST /api/v1/tokens", s.authed(s.createToken))
 	handle("GET /api/v1/tokens", s.authed(s.listTokens))

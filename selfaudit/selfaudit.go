@@ -44,6 +44,9 @@ const (
 	TokenRevoked           = "TokenRevoked"           //
 	TenantCreated          = "TenantCreated"          //
 	AccessDenied           = "AccessDenied"           // a token tried what its role does not allow
+	AlertStatusChanged     = "AlertStatusChanged"     // an alert acknowledged or closed
+	AllowlistChanged       = "AllowlistChanged"       // a detection allowlist entry added or removed
+	BaselineRebuilt        = "BaselineRebuilt"        // baselines relearned from stored history
 )
 
 // Actor is who acted: a token, or custos itself.

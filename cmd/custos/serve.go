@@ -17,13 +17,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/custos-audit/custos/alert"
 	"github.com/custos-audit/custos/api"
 	"github.com/custos-audit/custos/audit"
 	"github.com/custos-audit/custos/auth"
+	"github.com/custos-audit/custos/detect"
 	"github.com/custos-audit/custos/durable"
 	"github.com/custos-audit/custos/ingest"
 	"github.com/custos-audit/custos/queryjob"
 	"github.com/custos-audit/custos/retention"
+	"github.com/custos-audit/custos/rules"
 	"github.com/custos-audit/custos/selfaudit"
 	"github.com/custos-audit/custos/store"
 )
@@ -48,6 +51,10 @@ func runServe(ctx context.Context, args []string) error {
 		mappings     = fs.String("mappings", "", "JSON file of field mappings for non-Microsoft sources")
 		retainDays   = fs.Int("retention-days", retention.DefaultDays, "keep records no retention policy matches this many days (0: forever)")
 		retainEvery  = fs.Duration("retention-interval", time.Hour, "how often retention is enforced")
+		detection    = fs.Bool("detect", true, "run detection (baselines and Sigma rules) on every committed record")
+		rulesDir     = fs.String("rules", "", "directory of Sigma rules (.yml) to evaluate besides the bundled pack")
+		geoip        = fs.String("geoip", "", "comma-separated MaxMind-format .mmdb files (ASN, country) for network baselines")
+		learningDays = fs.Int("learning-days", 14, "days each tenant's baselines learn before they alert")
 		shutdownWait = fs.Duration("shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on shutdown")
 	)
 	if err := parseFlags(fs, args); err != nil {
@@ -142,6 +149,21 @@ func runServe(ctx context.Context, args []string) error {
 		return err
 	}
 
+	var (
+		alerts *alert.Store
+		engine *detect.Engine
+	)
+	if *detection {
+		if alerts, engine, err = openDetection(db, *data, *rulesDir, *geoip, *learningDays, promReg, log); err != nil {
+			queries.Close()
+			db.Close()
+			return err
+		}
+		defer alerts.Close()
+	} else if err := db.DropFeed(detectionFeed); err != nil {
+		log.Warn("releasing detection's hold on the write-ahead log", "err", err)
+	}
+
 	srv := &http.Server{
 		Handler: api.New(api.Config{
 			Registry:  reg,
@@ -149,6 +171,8 @@ func runServe(ctx context.Context, args []string) error {
 			Reader:    db,
 			Retention: enforcer,
 			Queries:   queries,
+			Alerts:    alerts,
+			Detect:    engine,
 			Ready:     db.Ready,
 			Metrics:   promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: promReg}),
 			Logger:    log.With("component", "api"),
@@ -171,6 +195,13 @@ func runServe(ctx context.Context, args []string) error {
 	jobs, stopJobs := context.WithCancel(context.Background())
 	jobsDone := make(chan struct{})
 	go func() { enforcer.Loop(jobs); close(jobsDone) }()
+	detectDone := make(chan struct{})
+	go func() {
+		if engine != nil {
+			engine.Run(jobs) // saves its state when jobs ends
+		}
+		close(detectDone)
+	}()
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
@@ -184,6 +215,7 @@ func runServe(ctx context.Context, args []string) error {
 	}
 	stopJobs()
 	<-jobsDone
+	<-detectDone
 	queries.Close() // before the store: running jobs stop and run again at the next start
 	if cerr := db.Close(); cerr != nil {
 		err = errors.Join(err, cerr)
@@ -192,6 +224,60 @@ func runServe(ctx context.Context, args []string) error {
 		log.Info("custos stopped cleanly")
 	}
 	return err
+}
+
+// detectionFeed is the store feed detection reads.
+const detectionFeed = "detect"
+
+// openDetection opens the alert store and the detection engine with the
+// bundled rules plus those of rulesDir.
+func openDetection(db *store.DB, data, rulesDir, geoip string, learningDays int, reg prometheus.Registerer, log *slog.Logger) (*alert.Store, *detect.Engine, error) {
+	if learningDays < 0 {
+		return nil, nil, usagef("--learning-days %d: want 0 or more", learningDays)
+	}
+	rs, err := rules.Bundled()
+	if err != nil {
+		return nil, nil, fmt.Errorf("bundled rules: %w", err)
+	}
+	if rulesDir != "" {
+		more, err := rules.LoadDir(rulesDir)
+		if err != nil {
+			// A broken rule file must not silently disable the others,
+			// nor stop the server: say which failed, run the rest.
+			log.Error("some rules could not be loaded", "dir", rulesDir, "err", err)
+		}
+		rs = append(rs, more...)
+	}
+	var geo detect.Geo
+	if geoip != "" {
+		if geo, err = detect.OpenGeo(strings.Split(geoip, ",")...); err != nil {
+			return nil, nil, err
+		}
+	}
+	feed, err := db.Feed(detectionFeed)
+	if err != nil {
+		return nil, nil, err
+	}
+	alerts, err := alert.Open(alert.Path(data))
+	if err != nil {
+		return nil, nil, err
+	}
+	learning := time.Duration(learningDays) * 24 * time.Hour
+	if learningDays == 0 {
+		learning = time.Nanosecond // alert from the first record
+	}
+	engine, err := detect.Open(filepath.Join(data, "detect"), feed, alerts, geo, detect.Options{
+		Learning:   learning,
+		Logger:     log.With("component", "detect"),
+		Registerer: reg,
+	})
+	if err != nil {
+		alerts.Close()
+		return nil, nil, err
+	}
+	engine.SetRules(rs)
+	log.Info("detection running", "rules", len(rs), "learning_days", learningDays, "geoip", geoip != "")
+	return alerts, engine, nil
 }
 
 // bootstrapAdmin creates the first global admin token of a fresh install,

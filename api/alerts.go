@@ -1,0 +1,203 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/custos-audit/custos/alert"
+	"github.com/custos-audit/custos/auth"
+	"github.com/custos-audit/custos/detect"
+	"github.com/custos-audit/custos/selfaudit"
+)
+
+// withDetection answers 503 on servers that run without detection.
+func (s *Server) withDetection(h handler) handler {
+	return func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+		if s.cfg.Alerts == nil || s.cfg.Detect == nil {
+			writeError(w, http.StatusServiceUnavailable, "detection is not enabled on this server")
+			return
+		}
+		h(w, r, p)
+	}
+}
+
+func writeAlertError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, alert.ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, alert.ErrInvalid), errors.Is(err, detect.ErrInvalid):
+		writeError(w, http.StatusBadRequest, err.Error())
+	default:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	}
+}
+
+// listAlerts answers the tenant's alerts, most recently seen first:
+// a JSON object, or one alert per line with format=ndjson (or Accept:
+// application/x-ndjson).
+func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	q := r.URL.Query()
+	var f alert.Filter
+	for _, st := range splitList(q["status"]) {
+		switch alert.Status(st) {
+		case alert.StatusOpen, alert.StatusAcknowledged, alert.StatusClosed:
+			f.Statuses = append(f.Statuses, alert.Status(st))
+		default:
+			writeError(w, http.StatusBadRequest, "status "+strconv.Quote(st)+": want open, acknowledged or closed")
+			return
+		}
+	}
+	for _, sev := range splitList(q["severity"]) {
+		i := indexOf(alert.Severities, sev)
+		if i < 0 {
+			writeError(w, http.StatusBadRequest, "severity "+strconv.Quote(sev)+": want one of "+strings.Join(alert.Severities, ", "))
+			return
+		}
+		f.Severities = append(f.Severities, sev)
+	}
+	if len(f.Severities) == 1 {
+		// One severity means "at least this severe".
+		f.Severities = alert.Severities[indexOf(alert.Severities, f.Severities[0]):]
+	}
+	f.Detector = q.Get("detector")
+	list := s.cfg.Alerts.List(r.PathValue("tenant"), f)
+	if q.Get("format") == "ndjson" || strings.Contains(r.Header.Get("Accept"), "ndjson") {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false)
+		for _, a := range list {
+			if enc.Encode(a) != nil {
+				return
+			}
+		}
+		return
+	}
+	if list == nil {
+		list = []alert.Alert{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"alerts": list})
+}
+
+func indexOf(list []string, v string) int {
+	for i, x := range list {
+		if x == v {
+			return i
+		}
+	}
+	return -1
+}
+
+// splitList flattens repeated and comma-separated query values.
+func splitList(vals []string) []string {
+	var out []string
+	for _, v := range vals {
+		for x := range strings.SplitSeq(v, ",") {
+			if x = strings.TrimSpace(x); x != "" {
+				out = append(out, x)
+			}
+		}
+	}
+	return out
+}
+
+func (s *Server) getAlert(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	a, err := s.cfg.Alerts.Get(r.PathValue("tenant"), r.PathValue("id"))
+	if err != nil {
+		writeAlertError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, a)
+}
+
+// setAlertStatus serves ack and close.
+func (s *Server) setAlertStatus(status alert.Status) handler {
+	return func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+		var req struct {
+			Note string `json:"note"`
+		}
+		if r.ContentLength != 0 && !readJSON(w, r, &req) {
+			return
+		}
+		tenant, id := r.PathValue("tenant"), r.PathValue("id")
+		before, after, err := s.cfg.Alerts.SetStatus(tenant, id, status, p.Name, req.Note)
+		if err != nil {
+			writeAlertError(w, err)
+			return
+		}
+		s.audited(r, action(r, p, tenant, selfaudit.AlertStatusChanged, id, map[string]any{
+			"detector": after.Detector, "entity": after.Entity, "before": before.Status, "after": after.Status, "note": req.Note}))
+		writeJSON(w, http.StatusOK, after)
+	}
+}
+
+func (s *Server) detectionStatus(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	e := s.cfg.Detect
+	var rules []map[string]string
+	for _, rl := range e.Rules() {
+		rules = append(rules, map[string]string{"id": rl.ID, "title": rl.Title, "level": rl.Level, "source": rl.Source})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"baseline":  e.Status(r.PathValue("tenant")),
+		"detectors": detect.Detectors,
+		"rules":     rules,
+	})
+}
+
+func (s *Server) rebuildBaseline(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	tenant := r.PathValue("tenant")
+	days, err := strconv.Atoi(r.URL.Query().Get("days"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "days: want a whole number of days, e.g. days=30")
+		return
+	}
+	rep, err := s.cfg.Detect.Rebuild(r.Context(), s.cfg.Reader, tenant, days, time.Now(), nil)
+	if err != nil {
+		writeAlertError(w, err)
+		return
+	}
+	s.audited(r, action(r, p, tenant, selfaudit.BaselineRebuilt, "", rep))
+	writeJSON(w, http.StatusOK, rep)
+}
+
+func (s *Server) listAllow(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	list := s.cfg.Detect.Allowlist().List(r.PathValue("tenant"))
+	if list == nil {
+		list = []detect.Allow{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"allowlist": list})
+}
+
+func (s *Server) addAllow(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	var req detect.Allow
+	if !readJSON(w, r, &req) {
+		return
+	}
+	req.Added, req.AddedBy = time.Now().UTC(), p.Name
+	tenant := r.PathValue("tenant")
+	if err := s.cfg.Detect.Allowlist().Add(tenant, req); err != nil {
+		writeAlertError(w, err)
+		return
+	}
+	s.audited(r, action(r, p, tenant, selfaudit.AllowlistChanged, req.Value, map[string]any{"added": req}))
+	writeJSON(w, http.StatusCreated, req)
+}
+
+func (s *Server) removeAllow(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	tenant, q := r.PathValue("tenant"), r.URL.Query()
+	removed, err := s.cfg.Detect.Allowlist().Remove(tenant, q.Get("detector"), q.Get("value"))
+	if err != nil {
+		writeAlertError(w, err)
+		return
+	}
+	if !removed {
+		writeError(w, http.StatusNotFound, "no allowlist entry with that detector and value")
+		return
+	}
+	s.audited(r, action(r, p, tenant, selfaudit.AllowlistChanged, q.Get("value"),
+		map[string]any{"removed": map[string]string{"detector": q.Get("detector"), "value": q.Get("value")}}))
+	w.WriteHeader(http.StatusNoContent)
+}

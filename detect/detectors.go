@@ -1,0 +1,328 @@
+package detect
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/custos-audit/custos/alert"
+	"github.com/custos-audit/custos/audit"
+)
+
+// Detector names, as alerts and allowlists carry them.
+const (
+	MailAppNew        = "mail-app-new"        // an application reads mail that never did in the tenant
+	MailboxAppNew     = "mailbox-app-new"     // ... a known one reads a mailbox it never read
+	MailNetworkNew    = "mail-network-new"    // a user reads mail from a country, ASN or range never seen for them
+	CrossMailboxRead  = "cross-mailbox-read"  // a user reads another's mailbox they never read
+	MailVolume        = "mail-volume"         // a mailbox's access far above its history, or throttled for the first time
+	ClientNew         = "client-new"          // a user's new client or user-agent family
+	TokenIssuerNew    = "token-issuer-new"    // a token issuer or signing key never seen in the tenant
+	RulePrefix        = "sigma:"              // + rule id: a Sigma rule matched
+	mailItemsAccessed = "MailItemsAccessed"
+)
+
+// Detectors describes the built-in baseline detectors.
+var Detectors = []struct{ Name, Severity, Description string }{
+	{MailAppNew, "high", "MailItemsAccessed by an AppId / ClientAppId never seen accessing mail in the tenant"},
+	{MailboxAppNew, "medium", "MailItemsAccessed by an application known in the tenant but never seen for that mailbox"},
+	{MailNetworkNew, "medium", "mailbox access from a country (high), ASN or, without enrichment, an address range never seen for the user"},
+	{CrossMailboxRead, "medium", "a user reading another user's mailbox they have never read (UserId ≠ MailboxOwnerUPN)"},
+	{MailVolume, "medium", "a mailbox's daily mail access far above its own history, or IsThrottled for the first time"},
+	{ClientNew, "low", "a client (ClientInfoString) or user-agent family never seen for the user"},
+	{TokenIssuerNew, "high", "a token issuer or signing key id never seen in the tenant"},
+}
+
+// detect runs the baseline detectors on r: it learns from r and returns the
+// findings r sets off.
+func (e *Engine) detect(b *baseline, r *audit.Record, pos uint64) []alert.Finding {
+	o := &e.opts
+	t := r.CreationTime.Unix()
+	b.clock(t)
+	learning := b.learning(t, o)
+	days := func() int64 { return max(1, (t-b.First)/86400) }
+	var out []alert.Finding
+	find := func(det, sev, entity, related, why string) {
+		out = append(out, alert.Finding{Tenant: r.Tenant, Detector: det, Severity: sev, Entity: entity,
+			Related: related, RecordID: r.ID, At: r.CreationTime, Pos: pos, Explanation: why, Title: title(det)})
+	}
+	user := strings.ToLower(r.UserID)
+	addr, _ := netip.ParseAddr(r.ClientIP)
+
+	// Networks are learned from every record of the user (a sign-in from
+	// home makes home known), but alerted on only for mailbox access.
+	var netKeys []netKey
+	if user != "" && addr.IsValid() && !addr.IsLoopback() && !addr.IsPrivate() {
+		netKeys = e.networks(addr)
+	}
+	mail := r.Operation == mailItemsAccessed
+	for _, k := range netKeys {
+		key := "net|" + user + "|" + k.key
+		if !mail {
+			b.see(key, t, o)
+			continue
+		}
+		if b.see(key, t, o) {
+			find(MailNetworkNew, k.severity, user, r.ClientIP, fmt.Sprintf(
+				"%s read mailbox %s from %s (%s), never seen for this user during %d days of history",
+				r.UserID, mailboxOf(r), r.ClientIP, k.what, days()))
+		}
+	}
+
+	if fam := clientFamily(r); fam != "" && user != "" {
+		if b.see("cli|"+user+"|"+fam, t, o) {
+			find(ClientNew, "low", user, fam, fmt.Sprintf("%s used client %q, never seen for this user during %d days of history",
+				r.UserID, fam, days()))
+		}
+	}
+
+	if bytes.Contains(r.Raw, []byte("TokenIssuer")) || bytes.Contains(r.Raw, []byte("KeyId")) {
+		for _, v := range tokenFields(r.Raw) {
+			if b.see("tok|"+v, t, o) {
+				find(TokenIssuerNew, "high", v, user, fmt.Sprintf("%s presented a token from %s, never seen in this tenant during %d days of history",
+					orNone(r.UserID), v, days()))
+			}
+		}
+	}
+
+	if !mail {
+		return out
+	}
+	mbx := mailboxOf(r)
+	if app := appOf(r); app != "" {
+		tenantNew := b.see("app|"+app, t, o)
+		mailboxNew := b.see("mapp|"+mbx+"|"+app, t, o)
+		switch {
+		case tenantNew:
+			find(MailAppNew, "high", app, mbx, fmt.Sprintf(
+				"AppId %s accessed mailbox %s; never seen accessing mail in this tenant during %d days of history", app, mbx, days()))
+		case mailboxNew && !e.flagged(b, "app|"+app):
+			find(MailboxAppNew, "medium", mbx, app, fmt.Sprintf(
+				"AppId %s accessed mailbox %s; it reads mail in this tenant but never read this mailbox during %d days of history", app, mbx, days()))
+		}
+	}
+	if user != "" && strings.Contains(user, "@") && mbx != "" && mbx != user {
+		if b.see("xmbx|"+user+"|"+mbx, t, o) {
+			find(CrossMailboxRead, "medium", user, mbx, fmt.Sprintf(
+				"%s read the mailbox of %s, which they never read during %d days of history", r.UserID, mbx, days()))
+		}
+	}
+	if mbx != "" {
+		n := max(r.OperationCount, 1)
+		if spike, peak := b.count(mbx, int32(t/86400), n, learning, o); spike {
+			find(MailVolume, "medium", mbx, "", fmt.Sprintf(
+				"mailbox %s had over %.0f items accessed on %s; its busiest day in its history had %.0f",
+				mbx, max(o.VolumeFactor*peak, peak+float64(o.VolumeFloor)), r.CreationTime.Format(time.DateOnly), peak))
+		}
+		if r.IsThrottled && b.see("thr|"+mbx, t, o) {
+			find(MailVolume, "medium", mbx, "", fmt.Sprintf(
+				"mail access to mailbox %s was throttled (IsThrottled), which never happened during %d days of history", mbx, days()))
+		}
+	}
+	return out
+}
+
+// flagged reports whether key first appeared after learning: its own
+// alert covers what follows.
+func (e *Engine) flagged(b *baseline, key string) bool {
+	v := b.Seen[key]
+	return v != nil && v.Flagged != 0
+}
+
+func title(det string) string {
+	for _, d := range Detectors {
+		if d.Name == det {
+			return d.Description
+		}
+	}
+	return det
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(no user)"
+	}
+	return s
+}
+
+// mailboxOf is the mailbox a MailItemsAccessed record reads.
+func mailboxOf(r *audit.Record) string {
+	if r.MailboxOwnerUPN != "" {
+		return strings.ToLower(r.MailboxOwnerUPN)
+	}
+	return strings.ToLower(r.UserID)
+}
+
+// appOf is the application that read mail: the client application when
+// there is one (an app reading through Microsoft Graph has Graph as AppId
+// and itself as ClientAppId), else AppId.
+func appOf(r *audit.Record) string {
+	if r.ClientAppID != "" {
+		return strings.ToLower(r.ClientAppID)
+	}
+	return strings.ToLower(r.AppID)
+}
+
+// netKey is one way of naming where an address is.
+type netKey struct {
+	key, what, severity string
+}
+
+// networks names addr by country and ASN when the enrichment databases
+// know it, else by its /24 (IPv4) or /48 (IPv6) range.
+func (e *Engine) networks(addr netip.Addr) []netKey {
+	if e.geo != nil {
+		n, ok := e.geo.Lookup(addr)
+		if ok && (n.Country != "" || n.ASN != 0) {
+			var out []netKey
+			if n.Country != "" {
+				out = append(out, netKey{"cc|" + n.Country, "country " + n.Country, "high"})
+			}
+			if n.ASN != 0 {
+				what := "AS" + strconv.FormatUint(uint64(n.ASN), 10)
+				if n.Org != "" {
+					what += " " + n.Org
+				}
+				out = append(out, netKey{"asn|" + strconv.FormatUint(uint64(n.ASN), 10), what, "medium"})
+			}
+			return out
+		}
+	}
+	bits := 24
+	if addr.Is6() && !addr.Is4In6() {
+		bits = 48
+	}
+	p, _ := addr.Unmap().Prefix(bits)
+	return []netKey{{"range|" + p.String(), "range " + p.String(), "low"}}
+}
+
+// clientFamily names the kind of client a record came from: the Exchange
+// client (Client=OWA, REST, ...) with its browser and OS, or a sign-in's
+// user agent family. Versions are left out: they change every month.
+func clientFamily(r *audit.Record) string {
+	var client, ua string
+	if cis := r.ClientInfoString; cis != "" {
+		for part := range strings.SplitSeq(cis, ";") {
+			if c, ok := strings.CutPrefix(part, "Client="); ok && client == "" {
+				client = c
+			} else if strings.Contains(part, "/") {
+				ua = part
+			}
+		}
+	} else if i := bytes.Index(r.Raw, []byte(`"UserAgent"`)); i >= 0 {
+		ua = extendedValue(r.Raw[i:])
+	}
+	fam := uaFamily(ua)
+	switch {
+	case client != "" && fam != "":
+		return client + " " + fam
+	case client != "":
+		return client
+	}
+	return fam
+}
+
+// extendedValue reads the Value of a {"Name":"UserAgent","Value":"..."}
+// entry starting at b, without decoding the whole record.
+func extendedValue(b []byte) string {
+	end := bytes.IndexByte(b, '}')
+	if end < 0 {
+		return ""
+	}
+	var kv struct{ Value string }
+	if json.Unmarshal(append([]byte(`{"Name":`), b[len(`"UserAgent"`)+1:end+1]...), &kv) != nil {
+		return ""
+	}
+	return kv.Value
+}
+
+// uaFamily reduces a user agent to its browser or tool and OS.
+func uaFamily(ua string) string {
+	if ua == "" {
+		return ""
+	}
+	l := strings.ToLower(ua)
+	tool := ""
+	for _, c := range []struct{ needle, name string }{
+		{"edg/", "Edge"}, {"firefox/", "Firefox"}, {"chrome/", "Chrome"}, {"safari/", "Safari"},
+		{"outlook", "Outlook"}, {"powershell", "PowerShell"}, {"python", "Python"}, {"curl/", "curl"},
+		{"go-http-client", "Go"}, {"okhttp", "okhttp"}, {"msal", "MSAL"},
+	} {
+		if strings.Contains(l, c.needle) {
+			tool = c.name
+			break
+		}
+	}
+	os := ""
+	for _, c := range []struct{ needle, name string }{
+		{"windows", "Windows"}, {"iphone", "iOS"}, {"ipad", "iOS"}, {"android", "Android"},
+		{"mac os", "macOS"}, {"macintosh", "macOS"}, {"cros", "ChromeOS"}, {"linux", "Linux"},
+	} {
+		if strings.Contains(l, c.needle) {
+			os = c.name
+			break
+		}
+	}
+	switch {
+	case tool == "" && os == "":
+		if i := strings.IndexAny(ua, "/ "); i > 0 {
+			return ua[:i]
+		}
+		return ua
+	case os == "":
+		return tool
+	case tool == "":
+		return os
+	}
+	return tool + "/" + os
+}
+
+// tokenFields returns the token issuer and signing key ids a record names,
+// as "issuer:<value>" and "key:<value>". Microsoft puts them in different
+// places per workload, so every object and Name/Value list is searched.
+func tokenFields(raw []byte) []string {
+	var doc any
+	if json.Unmarshal(raw, &doc) != nil {
+		return nil
+	}
+	var out []string
+	add := func(name string, v any) {
+		s, ok := v.(string)
+		if !ok || s == "" {
+			return
+		}
+		n := strings.ToLower(name)
+		switch {
+		case strings.HasPrefix(n, "tokenissuer"):
+			out = append(out, "issuer:"+s)
+		case n == "signingkeyid" || n == "keyid" || n == "tokensigningkeyid":
+			out = append(out, "key:"+s)
+		}
+	}
+	var walk func(v any, depth int)
+	walk = func(v any, depth int) {
+		if depth > 4 {
+			return
+		}
+		switch x := v.(type) {
+		case map[string]any:
+			if name, ok := x["Name"].(string); ok {
+				add(name, x["Value"])
+			}
+			for k, c := range x {
+				add(k, c)
+				walk(c, depth+1)
+			}
+		case []any:
+			for _, c := range x {
+				walk(c, depth+1)
+			}
+		}
+	}
+	walk(doc, 0)
+	return out
+}
