@@ -15,14 +15,14 @@ import (
 
 // Detector names, as alerts and allowlists carry them.
 const (
-	MailAppNew        = "mail-app-new"        // an application reads mail that never did in the tenant
-	MailboxAppNew     = "mailbox-app-new"     // ... a known one reads a mailbox it never read
-	MailNetworkNew    = "mail-network-new"    // a user reads mail from a country, ASN or range never seen for them
-	CrossMailboxRead  = "cross-mailbox-read"  // a user reads another's mailbox they never read
-	MailVolume        = "mail-volume"         // a mailbox's access far above its history, or throttled for the first time
-	ClientNew         = "client-new"          // a user's new client or user-agent family
-	TokenIssuerNew    = "token-issuer-new"    // a token issuer or signing key never seen in the tenant
-	RulePrefix        = "sigma:"              // + rule id: a Sigma rule matched
+	MailAppNew        = "mail-app-new"       // an application reads mail that never did in the tenant
+	MailboxAppNew     = "mailbox-app-new"    // ... a known one reads a mailbox it never read
+	MailNetworkNew    = "mail-network-new"   // a user reads mail from a country, ASN or range never seen for them
+	CrossMailboxRead  = "cross-mailbox-read" // a user reads another's mailbox they never read
+	MailVolume        = "mail-volume"        // a mailbox's access far above its history, or throttled for the first time
+	ClientNew         = "client-new"         // a user's new client or user-agent family
+	TokenIssuerNew    = "token-issuer-new"   // a token issuer or signing key never seen in the tenant
+	RulePrefix        = "sigma:"             // + rule id: a Sigma rule matched
 	mailItemsAccessed = "MailItemsAccessed"
 )
 
