@@ -234,7 +234,7 @@ func extendedValue(b []byte) string {
 		return ""
 	}
 	var kv struct{ Value string }
-	if json.Unmarshal(append([]byte(`{"Name":`), b[len(`"UserAgent"`)+1:end+1]...), &kv) != nil {
+	if json.Unmarshal(append([]byte(`{`), b[len(`"UserAgent"`)+1:end+1]...), &kv) != nil {
 		return ""
 	}
 	return kv.Value

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/custos-audit/custos/api"
 	"github.com/custos-audit/custos/auth"
+	"github.com/custos-audit/custos/detect"
 	"github.com/custos-audit/custos/ingest"
 	"github.com/custos-audit/custos/simulate"
 	"github.com/custos-audit/custos/store"
@@ -53,6 +55,7 @@ func runBench(ctx context.Context, args []string) error {
 		memLimit = fs.String("memory-limit", "4GB", "DuckDB memory limit")
 		asJSON   = fs.Bool("json", false, "print the result as one JSON object")
 		cpuProf  = fs.String("cpuprofile", "", "write a CPU profile of the ingest phase to this file")
+		detectOn = fs.Bool("detect", false, "run detection (bundled rules, baselines) on the records while they are ingested")
 	)
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
@@ -81,6 +84,22 @@ func runBench(ctx context.Context, args []string) error {
 	db, err := store.Open(filepath.Join(dir, "store"), store.Options{MemoryLimit: *memLimit, MinFreeBytes: -1})
 	if err != nil {
 		return err
+	}
+	var engine *detect.Engine
+	detectDone := make(chan struct{})
+	if *detectOn {
+		alerts, e, err := openDetection(db, dir, "", "", 14, nil, slog.New(slog.DiscardHandler))
+		if err != nil {
+			db.Close()
+			return err
+		}
+		defer alerts.Close()
+		engine = e
+		dctx, stopDetect := context.WithCancel(ctx)
+		defer func() { stopDetect(); <-detectDone }()
+		go func() { engine.Run(dctx); close(detectDone) }()
+	} else {
+		close(detectDone)
 	}
 	base, token, stop, err := benchServer(dir, db, auth.RoleIngest)
 	if err != nil {
@@ -189,6 +208,16 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	rssIngest := vmHWM()
 
+	// With detection: how long until it has evaluated everything acknowledged.
+	var caughtUp time.Duration
+	if engine != nil {
+		t0 := time.Now()
+		for engine.Evaluated() < accepted.Load() && ctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
+		}
+		caughtUp = time.Since(t0)
+	}
+
 	// Time until everything acknowledged is queryable and then sealed.
 	t0 := time.Now()
 	if _, err := db.Count(ctx, "bench", store.Query{}); err != nil {
@@ -235,6 +264,11 @@ func runBench(ctx context.Context, args []string) error {
 		"go_heap_mb":           ms.HeapInuse >> 20,
 		"dedup_ids":            st.DedupIDs,
 		"gomaxprocs":           runtime.GOMAXPROCS(0),
+		"detect":               *detectOn,
+	}
+	if engine != nil {
+		res["detect_caught_up_ms"] = caughtUp.Milliseconds()
+		res["detect_records"] = engine.Evaluated()
 	}
 	if *asJSON {
 		return json.NewEncoder(os.Stdout).Encode(res)

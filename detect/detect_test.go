@@ -1,0 +1,109 @@
+package detect
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/custos-audit/custos/alert"
+	"github.com/custos-audit/custos/audit"
+)
+
+func testEngine(t *testing.T) (*Engine, *alert.Store) {
+	t.Helper()
+	dir := t.TempDir()
+	as, err := alert.Open(filepath.Join(dir, "alerts.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { as.Close() })
+	e, err := Open(filepath.Join(dir, "detect"), nil, as, nil, Options{Learning: 7 * 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, as
+}
+
+var day0 = time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+
+func mailRead(id, app string, at time.Time) audit.Record {
+	return audit.Record{Tenant: "acme", ID: id, CreationTime: at, Operation: mailItemsAccessed, UserID: "ann@acme.example",
+		MailboxOwnerUPN: "ann@acme.example", AppID: app, ClientIP: "198.18.0.7", Raw: []byte(`{}`)}
+}
+
+// Baselines run on record time: a record dated inside the learning period
+// never alerts, however late it arrives, and a record of a value learned
+// late but dated earlier is not news.
+func TestLateAndOutOfOrderRecords(t *testing.T) {
+	e, as := testEngine(t)
+	seq := uint64(0)
+	feed := func(recs ...audit.Record) {
+		seq++
+		e.apply(seq, recs)
+	}
+	var normal []audit.Record
+	for d := range 10 {
+		normal = append(normal, mailRead(fmt.Sprintf("n%d", d), "outlook", day0.AddDate(0, 0, d)))
+	}
+	feed(normal...)
+	// Arrives after learning ended, but happened on day 2: learned, no alert.
+	feed(mailRead("late", "backup-app", day0.AddDate(0, 0, 2)))
+	// A new app on day 10 is news; "backup-app" is not.
+	feed(mailRead("x1", "backup-app", day0.AddDate(0, 0, 10)), mailRead("x2", "evil-app", day0.AddDate(0, 0, 10)))
+	got := as.List("acme", alert.Filter{Detector: MailAppNew})
+	if len(got) != 1 || got[0].Entity != "evil-app" || got[0].Evidence[0] != "x2" {
+		t.Fatalf("alerts %+v, want one for evil-app", got)
+	}
+	// A frame seen again (a replay after a restart) changes nothing.
+	e.apply(seq, []audit.Record{mailRead("x3", "evil-app", day0.AddDate(0, 0, 11))})
+	if a := as.List("acme", alert.Filter{Detector: MailAppNew}); a[0].Count != 1 {
+		t.Fatalf("a replayed frame counted: %+v", a[0])
+	}
+	// The allowlist silences a known app.
+	if err := e.Allowlist().Add("acme", Allow{Detector: MailAppNew, Value: "Partner-App"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Allowlist().Add("acme", Allow{Detector: "no-such-detector", Value: "x"}); err == nil {
+		t.Fatal("an unknown detector was accepted")
+	}
+	feed(mailRead("p1", "partner-app", day0.AddDate(0, 0, 12)))
+	if a := as.List("acme", alert.Filter{Detector: MailAppNew}); len(a) != 1 {
+		t.Fatalf("the allowlisted app raised an alert: %+v", a)
+	}
+	// State survives a save and reopen.
+	if err := e.saveOnly(); err != nil {
+		t.Fatal(err)
+	}
+	e2, err := Open(e.dir, nil, as, nil, e.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e2.Position() != seq || e2.Status("acme").Values != e.Status("acme").Values {
+		t.Fatalf("reopened at %d with %d values, want %d with %d", e2.Position(), e2.Status("acme").Values, seq, e.Status("acme").Values)
+	}
+}
+
+func TestTokenIssuerAndClientFamily(t *testing.T) {
+	e, as := testEngine(t)
+	logon := func(id string, at time.Time, issuer, ua string) audit.Record {
+		raw := fmt.Sprintf(`{"Id":%q,"Operation":"UserLoggedIn","ExtendedProperties":[{"Name":"UserAgent","Value":%q},{"Name":"TokenIssuerType","Value":%q}]}`, id, ua, issuer)
+		return audit.Record{Tenant: "acme", ID: id, CreationTime: at, Operation: "UserLoggedIn", UserID: "bob@acme.example", Raw: []byte(raw)}
+	}
+	win := "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
+	for d := range 8 {
+		e.apply(uint64(d+1), []audit.Record{logon(fmt.Sprintf("l%d", d), day0.AddDate(0, 0, d), "AzureAD", win)})
+	}
+	e.apply(9, []audit.Record{logon("bad", day0.AddDate(0, 0, 9), "ADFS", "python-requests/2.31")})
+	tok := as.List("acme", alert.Filter{Detector: TokenIssuerNew})
+	if len(tok) != 1 || tok[0].Entity != "issuer:ADFS" {
+		t.Fatalf("token alerts %+v", tok)
+	}
+	cli := as.List("acme", alert.Filter{Detector: ClientNew})
+	if len(cli) != 1 || cli[0].Related[0] != "Python" {
+		t.Fatalf("client alerts %+v", cli)
+	}
+	if f := uaFamily(win); f != "Chrome/Windows" {
+		t.Errorf("family of a Windows Chrome agent: %q", f)
+	}
+}
