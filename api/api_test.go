@@ -18,7 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/custos-audit/custos/alert"
 	"github.com/custos-audit/custos/auth"
+	"github.com/custos-audit/custos/detect"
 	"github.com/custos-audit/custos/ingest"
 	"github.com/custos-audit/custos/queryjob"
 	"github.com/custos-audit/custos/retention"
@@ -34,6 +36,7 @@ type env struct {
 	db     *store.DB
 	reg    *auth.Registry
 	ret    *retention.Registry
+	alerts *alert.Store
 	clock  time.Time         // retention's now; zero means the real clock
 	tokens map[string]string // "alpha/ingest", "global/admin", ... → token
 	ids    map[string]string // same keys → token id
@@ -60,7 +63,15 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, db: db, reg: reg, ret: ret, tokens: map[string]string{}, ids: map[string]string{}}
+	alerts, err := alert.Open(filepath.Join(dir, "alerts.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine, err := detect.Open(filepath.Join(dir, "detect"), nil, alerts, nil, detect.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, db: db, reg: reg, ret: ret, alerts: alerts, tokens: map[string]string{}, ids: map[string]string{}}
 	e.api = New(Config{
 		Registry: reg,
 		Ingest:   ingest.New(db, ingest.Config{MaxBodyBytes: 4 << 20, Registerer: promReg}),
@@ -68,12 +79,23 @@ func newEnv(t *testing.T) *env {
 		Retention: retention.NewEnforcer(retention.EnforcerConfig{Registry: ret, Store: db, DefaultDays: retention.DefaultDays,
 			Now: func() time.Time { return e.now() }}),
 		Queries: queries,
+		Alerts:  alerts,
+		Detect:  engine,
 		Ready:   db.Ready,
 		Metrics: promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}),
 	})
 	a := e.api
 	e.srv = httptest.NewServer(a)
-	t.Cleanup(func() { e.srv.Close(); queries.Close(); db.Close() })
+	t.Cleanup(func() { e.srv.Close(); queries.Close(); alerts.Close(); db.Close() })
+	// Each tenant has an alert, so routes naming one can be tried across tenants.
+	for _, tenant := range []string{"alpha", "beta"} {
+		a, _, err := alerts.Raise(alert.Finding{Tenant: tenant, Detector: detect.MailAppNew, Severity: "high",
+			Entity: "app-" + tenant, RecordID: tenant + "-secret", At: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.ids[tenant+"/alert"] = a.ID
+	}
 	for _, tenant := range []string{"alpha", "beta"} {
 		if _, err := reg.CreateTenant(tenant, ""); err != nil {
 			t.Fatal(err)
@@ -247,6 +269,47 @@ var isolationCases = map[string]isolationCase{
 		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/retention/report" },
 		need: auth.RoleRead,
 	},
+	"GET /api/v1/tenants/{tenant}/alerts": {
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/alerts" },
+		need: auth.RoleRead,
+	},
+	"GET /api/v1/tenants/{tenant}/alerts/{id}": {
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/alerts/" + e.ids["beta/alert"] },
+		need: auth.RoleRead,
+	},
+	"POST /api/v1/tenants/{tenant}/alerts/{id}/ack": {
+		path: func(e *env, t string) string {
+			return "/api/v1/tenants/" + t + "/alerts/" + e.ids["beta/alert"] + "/ack"
+		},
+		need: auth.RoleRead,
+	},
+	"POST /api/v1/tenants/{tenant}/alerts/{id}/close": {
+		path: func(e *env, t string) string {
+			return "/api/v1/tenants/" + t + "/alerts/" + e.ids["beta/alert"] + "/close"
+		},
+		need: auth.RoleRead,
+	},
+	"GET /api/v1/tenants/{tenant}/detection": {
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/detection" },
+		need: auth.RoleRead,
+	},
+	"POST /api/v1/tenants/{tenant}/detection/rebuild": {
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/detection/rebuild?days=1" },
+		need: auth.RoleAdmin,
+	},
+	"GET /api/v1/tenants/{tenant}/detection/allowlist": {
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/detection/allowlist" },
+		need: auth.RoleRead,
+	},
+	"POST /api/v1/tenants/{tenant}/detection/allowlist": {
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/detection/allowlist" },
+		body: func(t string) []byte { return []byte(`{"value":"x"}`) },
+		need: auth.RoleAdmin,
+	},
+	"DELETE /api/v1/tenants/{tenant}/detection/allowlist": {
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/detection/allowlist?value=x" },
+		need: auth.RoleAdmin,
+	},
 	"POST /api/v1/tokens": {
 		path: func(e *env, t string) string { return "/api/v1/tokens" },
 		body: func(t string) []byte { return []byte(`{"tenant":"` + t + `","role":"read"}`) },
@@ -337,6 +400,9 @@ func TestTenantIsolationOnEveryRoute(t *testing.T) {
 	}
 	if tok, _ := e.reg.TokenInfo(e.ids["beta/read"]); tok.Revoked != nil {
 		t.Fatal("alpha revoked beta's token")
+	}
+	if a, err := e.alerts.Get("beta", e.ids["beta/alert"]); err != nil || a.Status != alert.StatusOpen {
+		t.Fatalf("alpha changed beta's alert: %+v %v", a, err)
 	}
 	if ps := e.ret.Policies("beta"); len(ps) != 0 || e.ret.Hold("beta").Active() {
 		t.Fatalf("alpha changed beta's retention: %+v %+v", ps, e.ret.Hold("beta"))
