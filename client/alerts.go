@@ -10,6 +10,7 @@ import (
 	"github.com/custos-audit/custos/detect"
 )
 
+// tenantPath is the API path of rest under a tenant.
 func tenantPath(tenant, rest string) string {
 	return "/api/v1/tenants/" + url.PathEscape(tenant) + rest
 }

@@ -42,7 +42,7 @@ type QueryRecord struct {
 }
 
 func queriesPath(tenant string) string {
-	return "/api/v1/tenants/" + url.PathEscape(tenant) + "/queries"
+	return tenantPath(tenant, "/queries")
 }
 
 // CreateQuery starts a query job.

@@ -9,7 +9,7 @@ import (
 )
 
 func retentionPath(tenant, rest string) string {
-	return "/api/v1/tenants/" + url.PathEscape(tenant) + "/retention" + rest
+	return tenantPath(tenant, "/retention"+rest)
 }
 
 // RetentionPolicies lists a tenant's retention policies, highest priority

@@ -71,8 +71,12 @@ func (b *baseline) see(key string, t int64, o *Options) bool {
 	return v.Flagged != 0 && t >= v.Flagged && t < v.Flagged+int64(o.Follow/time.Second)
 }
 
-// known reports whether key was seen, without recording anything.
-func (b *baseline) known(key string) bool { return b.Seen[key] != nil }
+// flagged reports whether key first appeared after learning: its own
+// alert covers what follows.
+func (b *baseline) flagged(key string) bool {
+	v := b.Seen[key]
+	return v != nil && v.Flagged != 0
+}
 
 // count adds n accessed items to mailbox on day and reports whether the
 // day's count has just gone far above the mailbox's history.

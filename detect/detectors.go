@@ -100,7 +100,7 @@ func (e *Engine) detect(b *baseline, r *audit.Record, pos uint64) []alert.Findin
 		case tenantNew:
 			find(MailAppNew, "high", app, mbx, fmt.Sprintf(
 				"AppId %s accessed mailbox %s; never seen accessing mail in this tenant during %d days of history", app, mbx, days()))
-		case mailboxNew && !e.flagged(b, "app|"+app):
+		case mailboxNew && !b.flagged("app|"+app):
 			find(MailboxAppNew, "medium", mbx, app, fmt.Sprintf(
 				"AppId %s accessed mailbox %s; it reads mail in this tenant but never read this mailbox during %d days of history", app, mbx, days()))
 		}
@@ -124,13 +124,6 @@ func (e *Engine) detect(b *baseline, r *audit.Record, pos uint64) []alert.Findin
 		}
 	}
 	return out
-}
-
-// flagged reports whether key first appeared after learning: its own
-// alert covers what follows.
-func (e *Engine) flagged(b *baseline, key string) bool {
-	v := b.Seen[key]
-	return v != nil && v.Flagged != 0
 }
 
 func title(det string) string {

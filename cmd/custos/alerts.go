@@ -21,20 +21,13 @@ func alertsCmd(ctx context.Context, args []string, env cliEnv) error {
 	if err != nil {
 		return err
 	}
-	var cf clientFlags
-	var tenant string
-	common := func(fs *flag.FlagSet) {
-		cf.register(fs)
-		fs.StringVar(&tenant, "tenant", "", "tenant id (required)")
-	}
+	var tf tenantFlags
+	common := tf.register
 	connect := func(fs *flag.FlagSet, args []string) (*client.Client, error) {
 		if err := parseNoArgs(fs, args); err != nil {
 			return nil, err
 		}
-		if tenant == "" {
-			return nil, usagef("--tenant is required")
-		}
-		return cf.client(env)
+		return tf.connect(env)
 	}
 	switch sub {
 	case "list":
@@ -53,17 +46,12 @@ func alertsCmd(ctx context.Context, args []string, env cliEnv) error {
 		if err := checkFormat(*format, "table", "ndjson"); err != nil {
 			return err
 		}
-		list, err := c.Alerts(ctx, tenant, client.AlertFilter{Statuses: statuses, Severity: *severity, Detector: *detector})
+		list, err := c.Alerts(ctx, tf.tenant, client.AlertFilter{Statuses: statuses, Severity: *severity, Detector: *detector})
 		if err != nil {
 			return explain(err)
 		}
 		if *format == "ndjson" {
-			for _, a := range list {
-				if err := printJSONLine(env, a); err != nil {
-					return err
-				}
-			}
-			return nil
+			return printJSONLines(env, list)
 		}
 		tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tSEVERITY\tSTATUS\tDETECTOR\tENTITY\tCOUNT\tLAST SEEN")
@@ -89,7 +77,7 @@ func alertsCmd(ctx context.Context, args []string, env cliEnv) error {
 		if err := checkFormat(*format, "text", "json"); err != nil {
 			return err
 		}
-		a, err := c.Alert(ctx, tenant, *id)
+		a, err := c.Alert(ctx, tf.tenant, *id)
 		if err != nil {
 			return explain(err)
 		}
@@ -113,7 +101,7 @@ func alertsCmd(ctx context.Context, args []string, env cliEnv) error {
 		if *id == "" {
 			return usagef("--id is required")
 		}
-		a, err := c.SetAlertStatus(ctx, tenant, *id, sub, *note)
+		a, err := c.SetAlertStatus(ctx, tf.tenant, *id, sub, *note)
 		if err != nil {
 			return explain(err)
 		}
@@ -153,42 +141,38 @@ func baselineCmd(ctx context.Context, args []string, env cliEnv) error {
 	if err != nil {
 		return err
 	}
-	var cf clientFlags
+	var tf tenantFlags
 	fs := newFlagSet(env, "baseline "+sub, "custos baseline "+sub+" --tenant ID", map[string]string{
 		"status":  "Shows what a tenant's baselines have learned, and until when they learn.\n",
 		"rebuild": "Relearns a tenant's baselines from its stored records of the last --days days,\nso a new install learns from imported logs instead of waiting out the\nlearning period. Raises no alerts.\n",
 	}[sub])
-	cf.register(fs)
-	tenant := fs.String("tenant", "", "tenant id (required)")
+	tf.register(fs)
 	days := fs.Int("days", 30, "days of stored history to learn from (rebuild)")
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	if *tenant == "" {
-		return usagef("--tenant is required")
-	}
-	c, err := cf.client(env)
+	c, err := tf.connect(env)
 	if err != nil {
 		return err
 	}
 	switch sub {
 	case "status":
-		st, err := c.Detection(ctx, *tenant)
+		st, err := c.Detection(ctx, tf.tenant)
 		if err != nil {
 			return explain(err)
 		}
 		b := st.Baseline
 		if b.First.IsZero() {
-			fmt.Fprintf(env.stdout, "tenant %s: no records learned yet; %d rules loaded\n", *tenant, len(st.Rules))
+			fmt.Fprintf(env.stdout, "tenant %s: no records learned yet; %d rules loaded\n", tf.tenant, len(st.Rules))
 			return nil
 		}
-		fmt.Fprintf(env.stdout, "tenant %s: learned from records of %s to %s\n", *tenant, b.First.Format(time.DateOnly), b.Latest.Format(time.DateOnly))
+		fmt.Fprintf(env.stdout, "tenant %s: learned from records of %s to %s\n", tf.tenant, b.First.Format(time.DateOnly), b.Latest.Format(time.DateOnly))
 		fmt.Fprintf(env.stdout, "values %d, mailboxes %d, learning until %s, %d rules loaded\n", b.Values, b.Mailboxes,
 			b.LearningUntil.Format(time.RFC3339), len(st.Rules))
 		return nil
 	case "rebuild":
-		fmt.Fprintf(env.stderr, "rebuilding baselines of %s from %d days of stored records...\n", *tenant, *days)
-		rep, err := c.RebuildBaseline(ctx, *tenant, *days)
+		fmt.Fprintf(env.stderr, "rebuilding baselines of %s from %d days of stored records...\n", tf.tenant, *days)
+		rep, err := c.RebuildBaseline(ctx, tf.tenant, *days)
 		if err != nil {
 			return explain(err)
 		}

@@ -44,6 +44,25 @@ func (cf *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&cf.token, "token", "", "API token (default $CUSTOS_TOKEN)")
 }
 
+// tenantFlags are the flags of a command that acts on one tenant.
+type tenantFlags struct {
+	clientFlags
+	tenant string
+}
+
+func (tf *tenantFlags) register(fs *flag.FlagSet) {
+	tf.clientFlags.register(fs)
+	fs.StringVar(&tf.tenant, "tenant", "", "tenant id (required)")
+}
+
+// connect checks that a tenant was named and returns the client.
+func (tf *tenantFlags) connect(env cliEnv) (*client.Client, error) {
+	if tf.tenant == "" {
+		return nil, usagef("--tenant is required")
+	}
+	return tf.client(env)
+}
+
 // client returns a client for the server and token given by the flags or
 // the environment.
 func (cf *clientFlags) client(env cliEnv) (*client.Client, error) {

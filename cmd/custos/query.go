@@ -22,18 +22,14 @@ func queryCmd(ctx context.Context, args []string, env cliEnv) error {
 	if err != nil {
 		return err
 	}
-	var cf clientFlags
-	var tenant string
-	common := func(fs *flag.FlagSet) {
-		cf.register(fs)
-		fs.StringVar(&tenant, "tenant", "", "tenant id (required)")
-	}
+	var tf tenantFlags
+	common := tf.register
 	connect := func(fs *flag.FlagSet, args []string, wantID bool) (*client.Client, string, error) {
 		pos, err := parseArgs(fs, args)
 		if err != nil {
 			return nil, "", err
 		}
-		if tenant == "" {
+		if tf.tenant == "" {
 			return nil, "", usagef("--tenant is required")
 		}
 		if wantID != (len(pos) == 1) || len(pos) > 1 {
@@ -42,7 +38,7 @@ func queryCmd(ctx context.Context, args []string, env cliEnv) error {
 			}
 			return nil, "", usagef("unexpected arguments: %s", strings.Join(pos, " "))
 		}
-		c, err := cf.client(env)
+		c, err := tf.client(env)
 		id := ""
 		if wantID {
 			id = pos[0]
@@ -81,7 +77,7 @@ func queryCmd(ctx context.Context, args []string, env cliEnv) error {
 		}
 		q := client.Query{DisplayName: *name, Start: *from, End: *to, RecordTypes: types, Keyword: *keyword, Services: services,
 			Operations: ops, Users: users, IPs: ips, ObjectIDs: objects}
-		q, err = c.CreateQuery(ctx, tenant, q)
+		q, err = c.CreateQuery(ctx, tf.tenant, q)
 		if err != nil {
 			return explain(err)
 		}
@@ -94,7 +90,7 @@ func queryCmd(ctx context.Context, args []string, env cliEnv) error {
 				return ctx.Err()
 			case <-time.After(500 * time.Millisecond):
 			}
-			if q, err = c.GetQuery(ctx, tenant, q.ID); err != nil {
+			if q, err = c.GetQuery(ctx, tf.tenant, q.ID); err != nil {
 				return explain(err)
 			}
 		}
@@ -127,21 +123,16 @@ func queryCmd(ctx context.Context, args []string, env cliEnv) error {
 		}
 		var qs []client.Query
 		if sub == "show" {
-			q, err := c.GetQuery(ctx, tenant, id)
+			q, err := c.GetQuery(ctx, tf.tenant, id)
 			if err != nil {
 				return explain(err)
 			}
 			qs = []client.Query{q}
-		} else if qs, err = c.Queries(ctx, tenant); err != nil {
+		} else if qs, err = c.Queries(ctx, tf.tenant); err != nil {
 			return explain(err)
 		}
 		if *format == "ndjson" {
-			for _, q := range qs {
-				if err := printJSONLine(env, q); err != nil {
-					return err
-				}
-			}
-			return nil
+			return printJSONLines(env, qs)
 		}
 		tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tRECORDS\tFROM\tTO\tCREATED")
@@ -166,7 +157,7 @@ func queryCmd(ctx context.Context, args []string, env cliEnv) error {
 			return err
 		}
 		n := 0
-		err = c.QueryRecords(ctx, tenant, id, *page, func(recs []client.QueryRecord) error {
+		err = c.QueryRecords(ctx, tf.tenant, id, *page, func(recs []client.QueryRecord) error {
 			for _, r := range recs {
 				var err error
 				if *format == "graph" {
@@ -197,10 +188,10 @@ func queryCmd(ctx context.Context, args []string, env cliEnv) error {
 			return err
 		}
 		if sub == "cancel" {
-			if _, err := c.CancelQuery(ctx, tenant, id); err != nil {
+			if _, err := c.CancelQuery(ctx, tf.tenant, id); err != nil {
 				return explain(err)
 			}
-		} else if err := c.DeleteQuery(ctx, tenant, id); err != nil {
+		} else if err := c.DeleteQuery(ctx, tf.tenant, id); err != nil {
 			return explain(err)
 		}
 		fmt.Fprintf(env.stdout, "%s query %s\n", map[string]string{"cancel": "cancelled", "delete": "deleted"}[sub], id)

@@ -39,20 +39,13 @@ func retentionCmd(ctx context.Context, args []string, env cliEnv) error {
 	if err != nil {
 		return err
 	}
-	var cf clientFlags
-	var tenant string
-	common := func(fs *flag.FlagSet) {
-		cf.register(fs)
-		fs.StringVar(&tenant, "tenant", "", "tenant id (required)")
-	}
+	var tf tenantFlags
+	common := tf.register
 	connect := func(fs *flag.FlagSet, args []string) (*client.Client, error) {
 		if err := parseNoArgs(fs, args); err != nil {
 			return nil, err
 		}
-		if tenant == "" {
-			return nil, usagef("--tenant is required")
-		}
-		return cf.client(env)
+		return tf.connect(env)
 	}
 	switch sub {
 	case "list":
@@ -67,17 +60,12 @@ func retentionCmd(ctx context.Context, args []string, env cliEnv) error {
 		if err := checkFormat(*format, "table", "ndjson"); err != nil {
 			return err
 		}
-		ps, days, err := c.RetentionPolicies(ctx, tenant)
+		ps, days, err := c.RetentionPolicies(ctx, tf.tenant)
 		if err != nil {
 			return explain(err)
 		}
 		if *format == "ndjson" {
-			for _, p := range ps {
-				if err := printJSONLine(env, p); err != nil {
-					return err
-				}
-			}
-			return nil
+			return printJSONLines(env, ps)
 		}
 		tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "PRIORITY\tNAME\tKEEP\tRECORD TYPES\tOPERATIONS\tUSERS")
@@ -111,7 +99,7 @@ func retentionCmd(ctx context.Context, args []string, env cliEnv) error {
 		}
 		var p retention.Policy
 		if sub == "create" {
-			p, err = c.CreateRetentionPolicy(ctx, tenant, retention.Policy{Name: pf.name, Description: pf.description,
+			p, err = c.CreateRetentionPolicy(ctx, tf.tenant, retention.Policy{Name: pf.name, Description: pf.description,
 				RecordTypes: pf.types, Operations: pf.ops, UserIDs: pf.users, Duration: retention.Duration(pf.duration), Priority: pf.priority})
 		} else {
 			var patch retention.Patch
@@ -132,7 +120,7 @@ func retentionCmd(ctx context.Context, args []string, env cliEnv) error {
 					patch.UserIDs = nonNil(pf.users)
 				}
 			})
-			p, err = c.UpdateRetentionPolicy(ctx, tenant, pf.name, patch)
+			p, err = c.UpdateRetentionPolicy(ctx, tf.tenant, pf.name, patch)
 		}
 		if err != nil {
 			return explain(err)
@@ -153,7 +141,7 @@ func retentionCmd(ctx context.Context, args []string, env cliEnv) error {
 		if *name == "" {
 			return usagef("--name is required")
 		}
-		if err := c.DeleteRetentionPolicy(ctx, tenant, *name); err != nil {
+		if err := c.DeleteRetentionPolicy(ctx, tf.tenant, *name); err != nil {
 			return explain(err)
 		}
 		fmt.Fprintf(env.stdout, "deleted policy %q\n", *name)
@@ -177,16 +165,16 @@ func retentionCmd(ctx context.Context, args []string, env cliEnv) error {
 		case *off && (*all || len(users) > 0):
 			return usagef("--off cannot be combined with --all or --user")
 		case *off || *all || len(users) > 0:
-			h, err = c.SetLegalHold(ctx, tenant, retention.Hold{All: *all, Users: users, Reason: *reason})
+			h, err = c.SetLegalHold(ctx, tf.tenant, retention.Hold{All: *all, Users: users, Reason: *reason})
 		default:
-			h, err = c.LegalHold(ctx, tenant)
+			h, err = c.LegalHold(ctx, tf.tenant)
 		}
 		if err != nil {
 			return explain(err)
 		}
 		switch {
 		case h.All:
-			fmt.Fprintf(env.stdout, "legal hold on every record of %s", tenant)
+			fmt.Fprintf(env.stdout, "legal hold on every record of %s", tf.tenant)
 		case len(h.Users) > 0:
 			fmt.Fprintf(env.stdout, "legal hold on the records of %s", strings.Join(h.Users, ", "))
 		default:
@@ -220,9 +208,9 @@ func retentionCmd(ctx context.Context, args []string, env cliEnv) error {
 		}
 		var rep retention.Report
 		if sub == "enforce" {
-			rep, err = c.EnforceRetention(ctx, tenant, dry)
+			rep, err = c.EnforceRetention(ctx, tf.tenant, dry)
 		} else {
-			rep, err = c.RetentionReport(ctx, tenant)
+			rep, err = c.RetentionReport(ctx, tf.tenant)
 		}
 		if err != nil {
 			return explain(err)

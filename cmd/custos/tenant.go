@@ -121,6 +121,16 @@ func printJSONLine(env cliEnv, v any) error {
 	return err
 }
 
+// printJSONLines prints each item as one JSON line (the ndjson format).
+func printJSONLines[T any](env cliEnv, items []T) error {
+	for _, v := range items {
+		if err := printJSONLine(env, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func formatTime(t *time.Time) string {
 	if t == nil || t.IsZero() {
 		return "-"
