@@ -12,6 +12,7 @@ package alert
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -67,7 +68,10 @@ type Alert struct {
 	// Through is the feed position of the latest evidence. Detection
 	// replays records after a restart; a finding at or before its group's
 	// position was already counted.
-	Through   uint64 `json:"through,omitempty"`
+	Through uint64 `json:"through,omitempty"`
+	// Seq numbers alerts in the order they were opened, across the
+	// store; notifications follow it.
+	Seq       uint64 `json:"seq,omitempty"`
 	UpdatedBy string `json:"updatedBy,omitempty"`
 	Note      string `json:"note,omitempty"`
 }
@@ -105,7 +109,9 @@ type Store struct {
 	seen    map[string]map[string]bool // alert id → evidence ids, to count a record once
 	through map[groupKey]uint64        // latest feed position counted in each group
 	journal *os.File
-	lines   int // lines in the journal
+	lines   int           // lines in the journal
+	seq     uint64        // the latest Seq given
+	opened  chan struct{} // closed, and replaced, when an alert opens
 }
 
 type groupKey struct{ tenant, detector, entity string }
@@ -113,7 +119,7 @@ type groupKey struct{ tenant, detector, entity string }
 // Open loads the alert journal at path, creating it if absent.
 func Open(path string) (*Store, error) {
 	s := &Store{path: path, now: time.Now, alerts: map[string]*Alert{}, active: map[groupKey]*Alert{}, seen: map[string]map[string]bool{},
-		through: map[groupKey]uint64{}}
+		through: map[groupKey]uint64{}, opened: make(chan struct{})}
 	f, err := os.Open(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -166,6 +172,7 @@ func (s *Store) put(a *Alert) {
 		s.active[k] = a
 	}
 	s.through[k] = max(s.through[k], a.Through)
+	s.seq = max(s.seq, a.Seq)
 	ids := s.seen[a.ID]
 	if ids == nil {
 		ids = map[string]bool{}
@@ -262,7 +269,7 @@ func (s *Store) Raise(f Finding) (Alert, bool, error) {
 	var a Alert
 	if cur == nil {
 		fresh = true
-		a = Alert{ID: newID(), Tenant: f.Tenant, Detector: f.Detector, Title: f.Title, Severity: f.Severity,
+		a = Alert{ID: newID(), Seq: s.seq + 1, Tenant: f.Tenant, Detector: f.Detector, Title: f.Title, Severity: f.Severity,
 			Entity: f.Entity, Status: StatusOpen, FirstSeen: f.At.UTC(), LastSeen: f.At.UTC(), Created: now, Explanation: f.Explanation}
 	} else {
 		if s.seen[cur.ID][f.RecordID] {
@@ -293,7 +300,40 @@ func (s *Store) Raise(f Finding) (Alert, bool, error) {
 	// Past the kept evidence, ids are remembered (in memory) only to count
 	// them once.
 	s.seen[a.ID][f.RecordID] = true
+	if fresh {
+		close(s.opened)
+		s.opened = make(chan struct{})
+	}
 	return a, fresh, nil
+}
+
+// Opened returns the tenant's alerts opened after seq, in the order they
+// opened, as they are now.
+func (s *Store) Opened(tenant string, after uint64) []Alert {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Alert
+	for _, a := range s.alerts {
+		if a.Tenant == tenant && a.Seq > after {
+			out = append(out, a.clone())
+		}
+	}
+	slices.SortFunc(out, func(a, b Alert) int { return cmp.Compare(a.Seq, b.Seq) })
+	return out
+}
+
+// LastSeq is the Seq of the latest alert opened.
+func (s *Store) LastSeq() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seq
+}
+
+// OpenedSignal returns a channel closed when the next alert opens.
+func (s *Store) OpenedSignal() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.opened
 }
 
 // Filter selects alerts of a tenant.
