@@ -19,6 +19,7 @@ import (
 	"github.com/custos-audit/custos/auth"
 	"github.com/custos-audit/custos/detect"
 	"github.com/custos-audit/custos/ingest"
+	"github.com/custos-audit/custos/notify"
 	"github.com/custos-audit/custos/queryjob"
 	"github.com/custos-audit/custos/retention"
 	"github.com/custos-audit/custos/selfaudit"
@@ -39,10 +40,11 @@ type Config struct {
 	Reader    Reader
 	Retention *retention.Enforcer
 	Queries   *queryjob.Manager
-	Alerts    *alert.Store   // nil: detection is off
-	Detect    *detect.Engine // nil: detection is off
-	Ready     func() error   // nil error when the server can take writes
-	Metrics   http.Handler   // Prometheus exposition
+	Alerts    *alert.Store     // nil: detection is off
+	Detect    *detect.Engine   // nil: detection is off
+	Notify    *notify.Notifier // nil: detection is off
+	Ready     func() error     // nil error when the server can take writes
+	Metrics   http.Handler     // Prometheus exposition
 	Logger    *slog.Logger
 }
 
@@ -106,6 +108,11 @@ func New(cfg Config) *Server {
 	handle("GET /api/v1/tenants/{tenant}/detection/allowlist", s.tenantRoute(auth.RoleRead, s.withDetection(s.listAllow)))
 	handle("POST /api/v1/tenants/{tenant}/detection/allowlist", s.tenantRoute(auth.RoleAdmin, s.withDetection(s.addAllow)))
 	handle("DELETE /api/v1/tenants/{tenant}/detection/allowlist", s.tenantRoute(auth.RoleAdmin, s.withDetection(s.removeAllow)))
+
+	handle("GET /api/v1/tenants/{tenant}/notifications", s.tenantRoute(auth.RoleRead, s.withNotify(s.listChannels)))
+	handle("POST /api/v1/tenants/{tenant}/notifications", s.tenantRoute(auth.RoleAdmin, s.withNotify(s.addChannel)))
+	handle("DELETE /api/v1/tenants/{tenant}/notifications/{id}", s.tenantRoute(auth.RoleAdmin, s.withNotify(s.removeChannel)))
+	handle("POST /api/v1/tenants/{tenant}/notifications/{id}/test", s.tenantRoute(auth.RoleAdmin, s.withNotify(s.testChannel)))
 
 	handle("POST /api/v1/tokens", s.authed(s.createToken))
 	handle("GET /api/v1/tokens", s.authed(s.listTokens))

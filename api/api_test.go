@@ -22,6 +22,7 @@ import (
 	"github.com/custos-audit/custos/auth"
 	"github.com/custos-audit/custos/detect"
 	"github.com/custos-audit/custos/ingest"
+	"github.com/custos-audit/custos/notify"
 	"github.com/custos-audit/custos/queryjob"
 	"github.com/custos-audit/custos/retention"
 	"github.com/custos-audit/custos/selfaudit"
@@ -37,6 +38,7 @@ type env struct {
 	reg    *auth.Registry
 	ret    *retention.Registry
 	alerts *alert.Store
+	notify *notify.Notifier
 	clock  time.Time         // retention's now; zero means the real clock
 	tokens map[string]string // "alpha/ingest", "global/admin", ... → token
 	ids    map[string]string // same keys → token id
@@ -71,7 +73,11 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, db: db, reg: reg, ret: ret, alerts: alerts, tokens: map[string]string{}, ids: map[string]string{}}
+	notifier, err := notify.Open(filepath.Join(dir, "notify.json"), alerts, notify.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, db: db, reg: reg, ret: ret, alerts: alerts, notify: notifier, tokens: map[string]string{}, ids: map[string]string{}}
 	e.api = New(Config{
 		Registry: reg,
 		Ingest:   ingest.New(db, ingest.Config{MaxBodyBytes: 4 << 20, Registerer: promReg}),
@@ -81,6 +87,7 @@ func newEnv(t *testing.T) *env {
 		Queries: queries,
 		Alerts:  alerts,
 		Detect:  engine,
+		Notify:  notifier,
 		Ready:   db.Ready,
 		Metrics: promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}),
 	})
@@ -95,6 +102,11 @@ func newEnv(t *testing.T) *env {
 			t.Fatal(err)
 		}
 		e.ids[tenant+"/alert"] = a.ID
+		ch, err := notifier.Add(tenant, notify.Channel{Name: "soc", URL: "https://hooks.example.org/" + tenant, Format: notify.FormatSlack}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.ids[tenant+"/channel"] = ch.ID
 	}
 	for _, tenant := range []string{"alpha", "beta"} {
 		if _, err := reg.CreateTenant(tenant, ""); err != nil {
@@ -310,6 +322,27 @@ var isolationCases = map[string]isolationCase{
 		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/detection/allowlist?value=x" },
 		need: auth.RoleAdmin,
 	},
+	"GET /api/v1/tenants/{tenant}/notifications": {
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/notifications" },
+		need: auth.RoleRead,
+	},
+	"POST /api/v1/tenants/{tenant}/notifications": {
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/notifications" },
+		body: func(t string) []byte { return []byte(`{"name":"x","url":"https://example.org/x","format":"slack"}`) },
+		need: auth.RoleAdmin,
+	},
+	"DELETE /api/v1/tenants/{tenant}/notifications/{id}": {
+		path: func(e *env, t string) string {
+			return "/api/v1/tenants/" + t + "/notifications/" + e.ids["beta/channel"]
+		},
+		need: auth.RoleAdmin,
+	},
+	"POST /api/v1/tenants/{tenant}/notifications/{id}/test": {
+		path: func(e *env, t string) string {
+			return "/api/v1/tenants/" + t + "/notifications/" + e.ids["beta/channel"] + "/test"
+		},
+		need: auth.RoleAdmin,
+	},
 	"POST /api/v1/tokens": {
 		path: func(e *env, t string) string { return "/api/v1/tokens" },
 		body: func(t string) []byte { return []byte(`{"tenant":"` + t + `","role":"read"}`) },
@@ -403,6 +436,9 @@ func TestTenantIsolationOnEveryRoute(t *testing.T) {
 	}
 	if a, err := e.alerts.Get("beta", e.ids["beta/alert"]); err != nil || a.Status != alert.StatusOpen {
 		t.Fatalf("alpha changed beta's alert: %+v %v", a, err)
+	}
+	if chs := e.notify.List("beta"); len(chs) != 1 || chs[0].ID != e.ids["beta/channel"] {
+		t.Fatalf("alpha changed beta's notification channels: %+v", chs)
 	}
 	if ps := e.ret.Policies("beta"); len(ps) != 0 || e.ret.Hold("beta").Active() {
 		t.Fatalf("alpha changed beta's retention: %+v %+v", ps, e.ret.Hold("beta"))

@@ -69,9 +69,6 @@ type Options struct {
 	Checkpoint    time.Duration // how often state is saved (default 30s)
 	Logger        *slog.Logger
 	Registerer    prometheus.Registerer
-	// OnAlert, if set, is called with every alert a finding opens or
-	// updates (for notifications), on the engine's goroutine.
-	OnAlert func(a alert.Alert, fresh bool)
 }
 
 func (o *Options) setDefaults() {
@@ -218,7 +215,10 @@ func (e *Engine) apply(seq uint64, recs []audit.Record) {
 		}
 		// Positions leave room for 2^24 records a frame.
 		pos := seq<<24 | uint64(i+1)
-		findings := e.detect(b, r, pos)
+		var findings []alert.Finding
+		if !ownRecord(r) {
+			findings = e.detect(b, r, pos, start)
+		}
 		if len(rs) > 0 {
 			findings = append(findings, ruleFindings(rs, r, pos)...)
 		}
@@ -232,12 +232,17 @@ func (e *Engine) apply(seq uint64, recs []audit.Record) {
 	e.met.seconds.Add(time.Since(start).Seconds())
 }
 
+// ownRecord reports whether r is custos's own audit record (a search, a
+// settings change): it says nothing of the tenant's normal activity, so
+// baselines skip it; rules may still match it.
+func ownRecord(r *audit.Record) bool { return r.RecordType == int32(audit.CustosAudit) }
+
 func (e *Engine) raise(f alert.Finding) {
 	if e.allow.allows(f) {
 		e.met.allowed.WithLabelValues(f.Detector).Inc()
 		return
 	}
-	a, fresh, err := e.alerts.Raise(f)
+	_, _, err := e.alerts.Raise(f)
 	if err != nil {
 		// The alert store is local disk; if it fails, detection cannot
 		// do its job and the operator must know.
@@ -246,9 +251,6 @@ func (e *Engine) raise(f alert.Finding) {
 		return
 	}
 	e.met.findings.WithLabelValues(f.Detector).Inc()
-	if a.ID != "" && e.opts.OnAlert != nil {
-		e.opts.OnAlert(a, fresh)
-	}
 }
 
 // ruleFindings evaluates the Sigma rules on r.

@@ -107,3 +107,29 @@ func TestTokenIssuerAndClientFamily(t *testing.T) {
 		t.Errorf("family of a Windows Chrome agent: %q", f)
 	}
 }
+
+// Records whose time is far ahead of the baseline's (custos's own audit
+// records of an install fed with older history, a forged timestamp) must
+// not age out what was learned: after them, a known app is still known.
+func TestFutureAndOwnRecordsDoNotAgeOutTheBaseline(t *testing.T) {
+	e, as := testEngine(t)
+	var normal []audit.Record
+	for d := range 10 {
+		normal = append(normal, mailRead(fmt.Sprintf("n%d", d), "outlook", day0.AddDate(0, 0, d)))
+	}
+	e.apply(1, normal)
+	own := mailRead("self", "custos", time.Now())
+	own.RecordType, own.Operation = int32(audit.CustosAudit), "NotificationChanged"
+	forged := mailRead("forged", "outlook", time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC))
+	e.apply(2, []audit.Record{own, forged})
+	if err := e.saveOnly(); err != nil { // saving is when values age out
+		t.Fatal(err)
+	}
+	e.apply(3, []audit.Record{mailRead("later", "outlook", day0.AddDate(0, 0, 11))})
+	if got := as.List("acme", alert.Filter{Detector: MailAppNew}); len(got) != 0 {
+		t.Fatalf("a learned app alerted after far-future records: %+v", got)
+	}
+	if st := e.Status("acme"); st.Latest.Year() > time.Now().Year()+1 {
+		t.Errorf("the baseline's clock jumped to %s", st.Latest)
+	}
+}

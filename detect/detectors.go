@@ -39,10 +39,13 @@ var Detectors = []struct{ Name, Severity, Description string }{
 
 // detect runs the baseline detectors on r: it learns from r and returns the
 // findings r sets off.
-func (e *Engine) detect(b *baseline, r *audit.Record, pos uint64) []alert.Finding {
+func (e *Engine) detect(b *baseline, r *audit.Record, pos uint64, now time.Time) []alert.Finding {
 	o := &e.opts
 	t := r.CreationTime.Unix()
-	b.clock(t)
+	// A record stamped in the future (a wrong clock, a forged time) must
+	// not drag the baseline's clock along: that would age out everything
+	// learned. Past a day ahead of now, it does not move the clock.
+	b.clock(min(t, now.Unix()+86400))
 	learning := b.learning(t, o)
 	days := func() int64 { return max(1, (t-b.First)/86400) }
 	var out []alert.Finding

@@ -46,7 +46,10 @@ func (e *Engine) Rebuild(ctx context.Context, h History, tenant string, days int
 			end = to
 		}
 		err := h.Records(ctx, tenant, store.Query{From: day, To: end}, func(r *audit.Record) error {
-			e.detect(b, r, 0)
+			if ownRecord(r) {
+				return nil
+			}
+			e.detect(b, r, 0, now)
 			rep.Records++
 			return nil
 		})

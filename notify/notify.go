@@ -172,7 +172,7 @@ func Open(path string, src Source, opts Options) (*Notifier, error) {
 	if opts.Registerer != nil {
 		pending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "custos_notify_pending", Help: "Alerts waiting to be delivered, over all channels."}, func() float64 {
 			total := 0
-			for _, s := range n.all() {
+			for _, s := range n.All() {
 				total += s.Pending
 			}
 			return float64(total)
@@ -270,7 +270,7 @@ func (n *Notifier) Remove(tenant, id string) (Status, error) {
 // List returns the tenant's channels.
 func (n *Notifier) List(tenant string) []Status {
 	var out []Status
-	for _, s := range n.all() {
+	for _, s := range n.All() {
 		if s.Tenant == tenant {
 			out = append(out, s)
 		}
@@ -278,7 +278,8 @@ func (n *Notifier) List(tenant string) []Status {
 	return out
 }
 
-func (n *Notifier) all() []Status {
+// All returns every tenant's channels.
+func (n *Notifier) All() []Status {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	out := make([]Status, 0, len(n.channels))

@@ -47,6 +47,9 @@ const (
 	AlertStatusChanged     = "AlertStatusChanged"     // an alert acknowledged or closed
 	AllowlistChanged       = "AllowlistChanged"       // a detection allowlist entry added or removed
 	BaselineRebuilt        = "BaselineRebuilt"        // baselines relearned from stored history
+	NotificationChanged    = "NotificationChanged"    // a notification channel added or removed
+	NotificationTested     = "NotificationTested"     // a test message sent to a channel
+	RuleChanged            = "RuleChanged"            // a tenant's detection rule added, replaced or removed
 )
 
 // Actor is who acted: a token, or custos itself.

@@ -88,16 +88,16 @@ func runBench(ctx context.Context, args []string) error {
 	var engine *detect.Engine
 	detectDone := make(chan struct{})
 	if *detectOn {
-		alerts, e, err := openDetection(db, dir, "", "", 14, nil, slog.New(slog.DiscardHandler))
+		det, err := openDetection(db, dir, "", "", 14, nil, slog.New(slog.DiscardHandler))
 		if err != nil {
 			db.Close()
 			return err
 		}
-		defer alerts.Close()
-		engine = e
+		defer det.alerts.Close()
+		engine = det.engine
 		dctx, stopDetect := context.WithCancel(ctx)
 		defer func() { stopDetect(); <-detectDone }()
-		go func() { engine.Run(dctx); close(detectDone) }()
+		go func() { det.run(dctx); close(detectDone) }()
 	} else {
 		close(detectDone)
 	}

@@ -23,6 +23,7 @@ func commands() map[string]command {
 		"serve":     {"run the custos server", runServe},
 		"alerts":    {"list, show, acknowledge and close detection alerts (list, show, ack, close)", runAlerts},
 		"baseline":  {"detection baselines: what they learned; relearn from stored history (status, rebuild)", runBaseline},
+		"notify":    {"alert notifications: webhooks, Teams and Slack (list, add, remove, test)", runNotify},
 		"simulate":  {"generate realistic Microsoft 365 audit activity", runSimulate},
 		"ingest":    {"send audit records from files to a server", runIngest},
 		"search":    {"search a tenant's records; export them as csv or ndjson", runSearch},

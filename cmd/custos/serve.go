@@ -24,6 +24,7 @@ import (
 	"github.com/custos-audit/custos/detect"
 	"github.com/custos-audit/custos/durable"
 	"github.com/custos-audit/custos/ingest"
+	"github.com/custos-audit/custos/notify"
 	"github.com/custos-audit/custos/queryjob"
 	"github.com/custos-audit/custos/retention"
 	"github.com/custos-audit/custos/rules"
@@ -51,7 +52,7 @@ func runServe(ctx context.Context, args []string) error {
 		mappings     = fs.String("mappings", "", "JSON file of field mappings for non-Microsoft sources")
 		retainDays   = fs.Int("retention-days", retention.DefaultDays, "keep records no retention policy matches this many days (0: forever)")
 		retainEvery  = fs.Duration("retention-interval", time.Hour, "how often retention is enforced")
-		detection    = fs.Bool("detect", true, "run detection (baselines and Sigma rules) on every committed record")
+		detectOn     = fs.Bool("detect", true, "run detection (baselines and Sigma rules) on every committed record")
 		rulesDir     = fs.String("rules", "", "directory of Sigma rules (.yml) to evaluate besides the bundled pack")
 		geoip        = fs.String("geoip", "", "comma-separated MaxMind-format .mmdb files (ASN, country) for network baselines")
 		learningDays = fs.Int("learning-days", 14, "days each tenant's baselines learn before they alert")
@@ -149,17 +150,14 @@ func runServe(ctx context.Context, args []string) error {
 		return err
 	}
 
-	var (
-		alerts *alert.Store
-		engine *detect.Engine
-	)
-	if *detection {
-		if alerts, engine, err = openDetection(db, *data, *rulesDir, *geoip, *learningDays, promReg, log); err != nil {
+	var det detection
+	if *detectOn {
+		if det, err = openDetection(db, *data, *rulesDir, *geoip, *learningDays, promReg, log); err != nil {
 			queries.Close()
 			db.Close()
 			return err
 		}
-		defer alerts.Close()
+		defer det.alerts.Close()
 	} else if err := db.DropFeed(detectionFeed); err != nil {
 		log.Warn("releasing detection's hold on the write-ahead log", "err", err)
 	}
@@ -171,8 +169,9 @@ func runServe(ctx context.Context, args []string) error {
 			Reader:    db,
 			Retention: enforcer,
 			Queries:   queries,
-			Alerts:    alerts,
-			Detect:    engine,
+			Alerts:    det.alerts,
+			Detect:    det.engine,
+			Notify:    det.notifier,
 			Ready:     db.Ready,
 			Metrics:   promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: promReg}),
 			Logger:    log.With("component", "api"),
@@ -196,12 +195,7 @@ func runServe(ctx context.Context, args []string) error {
 	jobsDone := make(chan struct{})
 	go func() { enforcer.Loop(jobs); close(jobsDone) }()
 	detectDone := make(chan struct{})
-	go func() {
-		if engine != nil {
-			engine.Run(jobs) // saves its state when jobs ends
-		}
-		close(detectDone)
-	}()
+	go func() { det.run(jobs); close(detectDone) }()
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
@@ -229,15 +223,35 @@ func runServe(ctx context.Context, args []string) error {
 // detectionFeed is the store feed detection reads.
 const detectionFeed = "detect"
 
-// openDetection opens the alert store and the detection engine with the
-// bundled rules plus those of rulesDir.
-func openDetection(db *store.DB, data, rulesDir, geoip string, learningDays int, reg prometheus.Registerer, log *slog.Logger) (*alert.Store, *detect.Engine, error) {
+// detection is what runs when detection is on; its zero value is off.
+type detection struct {
+	alerts   *alert.Store
+	engine   *detect.Engine
+	notifier *notify.Notifier
+}
+
+// run evaluates records and delivers alerts until ctx ends; the engine
+// saves its state on the way out.
+func (d detection) run(ctx context.Context) {
+	if d.engine == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() { d.notifier.Run(ctx); close(done) }()
+	d.engine.Run(ctx)
+	<-done
+}
+
+// openDetection opens the alert store, the detection engine with the
+// bundled rules plus those of rulesDir, and the notifier.
+func openDetection(db *store.DB, data, rulesDir, geoip string, learningDays int, reg prometheus.Registerer, log *slog.Logger) (detection, error) {
+	var none detection
 	if learningDays < 0 {
-		return nil, nil, usagef("--learning-days %d: want 0 or more", learningDays)
+		return none, usagef("--learning-days %d: want 0 or more", learningDays)
 	}
 	rs, err := rules.Bundled()
 	if err != nil {
-		return nil, nil, fmt.Errorf("bundled rules: %w", err)
+		return none, fmt.Errorf("bundled rules: %w", err)
 	}
 	if rulesDir != "" {
 		more, err := rules.LoadDir(rulesDir)
@@ -251,16 +265,16 @@ func openDetection(db *store.DB, data, rulesDir, geoip string, learningDays int,
 	var geo detect.Geo
 	if geoip != "" {
 		if geo, err = detect.OpenGeo(strings.Split(geoip, ",")...); err != nil {
-			return nil, nil, err
+			return none, err
 		}
 	}
 	feed, err := db.Feed(detectionFeed)
 	if err != nil {
-		return nil, nil, err
+		return none, err
 	}
 	alerts, err := alert.Open(alert.Path(data))
 	if err != nil {
-		return nil, nil, err
+		return none, err
 	}
 	learning := time.Duration(learningDays) * 24 * time.Hour
 	if learningDays == 0 {
@@ -273,11 +287,19 @@ func openDetection(db *store.DB, data, rulesDir, geoip string, learningDays int,
 	})
 	if err != nil {
 		alerts.Close()
-		return nil, nil, err
+		return none, err
 	}
 	engine.SetRules(rs)
-	log.Info("detection running", "rules", len(rs), "learning_days", learningDays, "geoip", geoip != "")
-	return alerts, engine, nil
+	notifier, err := notify.Open(filepath.Join(data, "notify.json"), alerts, notify.Options{
+		Logger:     log.With("component", "notify"),
+		Registerer: reg,
+	})
+	if err != nil {
+		alerts.Close()
+		return none, err
+	}
+	log.Info("detection running", "rules", len(rs), "learning_days", learningDays, "geoip", geoip != "", "notification_channels", len(notifier.All()))
+	return detection{alerts, engine, notifier}, nil
 }
 
 // bootstrapAdmin creates the first global admin token of a fresh install,
