@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -200,4 +201,98 @@ func (s *Server) removeAllow(w http.ResponseWriter, r *http.Request, p auth.Prin
 	s.audited(r, action(r, p, tenant, selfaudit.AllowlistChanged, q.Get("value"),
 		map[string]any{"removed": map[string]string{"detector": q.Get("detector"), "value": q.Get("value")}}))
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// ruleInfo describes a rule in the rules listing.
+type ruleInfo struct {
+	ID      string    `json:"id"`
+	Title   string    `json:"title"`
+	Level   string    `json:"level"`
+	Scope   string    `json:"scope"`            // server (bundled or --rules) or tenant (added through the API)
+	Source  string    `json:"source,omitempty"` // server rules: where they were loaded from
+	YAML    string    `json:"yaml,omitempty"`   // tenant rules, when one is asked for
+	Added   time.Time `json:"added,omitzero"`
+	AddedBy string    `json:"addedBy,omitempty"`
+}
+
+func tenantRuleInfo(tr detect.TenantRule, withYAML bool) ruleInfo {
+	ri := ruleInfo{ID: tr.ID, Title: tr.Title, Level: tr.Level, Scope: "tenant", Added: tr.Added, AddedBy: tr.AddedBy}
+	if withYAML {
+		ri.YAML = tr.YAML
+	}
+	return ri
+}
+
+// listRules answers every rule evaluated on the tenant's records.
+func (s *Server) listRules(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	out := []ruleInfo{}
+	for _, rl := range s.cfg.Detect.Rules() {
+		out = append(out, ruleInfo{ID: rl.ID, Title: rl.Title, Level: rl.Level, Scope: "server", Source: rl.Source})
+	}
+	for _, tr := range s.cfg.Detect.TenantRules().List(r.PathValue("tenant")) {
+		out = append(out, tenantRuleInfo(tr, false))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"rules": out})
+}
+
+func (s *Server) getRule(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	id := r.PathValue("id")
+	for _, rl := range s.cfg.Detect.Rules() {
+		if rl.ID == id {
+			writeJSON(w, http.StatusOK, ruleInfo{ID: rl.ID, Title: rl.Title, Level: rl.Level, Scope: "server", Source: rl.Source})
+			return
+		}
+	}
+	tr, err := s.cfg.Detect.TenantRules().Get(r.PathValue("tenant"), id)
+	if err != nil {
+		writeRuleError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, tenantRuleInfo(tr, true))
+}
+
+// putRule adds or replaces one of the tenant's rules; the body is the
+// Sigma rule's YAML.
+func (s *Server) putRule(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	src, err := io.ReadAll(http.MaxBytesReader(w, r.Body, detect.MaxRuleBytes+1))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, "a rule is at most "+strconv.Itoa(detect.MaxRuleBytes)+" bytes of YAML")
+		return
+	}
+	tenant := r.PathValue("tenant")
+	tr, replaced, err := s.cfg.Detect.TenantRules().Put(tenant, r.PathValue("id"), src, p.Name, s.cfg.Detect.ServerRule)
+	if err != nil {
+		writeRuleError(w, err)
+		return
+	}
+	verb, status := "added", http.StatusCreated
+	if replaced {
+		verb, status = "replaced", http.StatusOK
+	}
+	s.audited(r, action(r, p, tenant, selfaudit.RuleChanged, tr.ID, map[string]any{verb: tenantRuleInfo(tr, true)}))
+	writeJSON(w, status, tenantRuleInfo(tr, true))
+}
+
+func (s *Server) deleteRule(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	tenant := r.PathValue("tenant")
+	tr, err := s.cfg.Detect.TenantRules().Remove(tenant, r.PathValue("id"))
+	if err != nil {
+		writeRuleError(w, err)
+		return
+	}
+	s.audited(r, action(r, p, tenant, selfaudit.RuleChanged, tr.ID, map[string]any{"removed": tenantRuleInfo(tr, false)}))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func writeRuleError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, detect.ErrRuleNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, detect.ErrRuleConflict):
+		writeError(w, http.StatusConflict, err.Error())
+	case errors.Is(err, detect.ErrInvalidRule):
+		writeError(w, http.StatusBadRequest, err.Error())
+	default:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	}
 }

@@ -109,6 +109,10 @@ func New(cfg Config) *Server {
 	handle("POST /api/v1/tenants/{tenant}/detection/allowlist", s.tenantRoute(auth.RoleAdmin, s.withDetection(s.addAllow)))
 	handle("DELETE /api/v1/tenants/{tenant}/detection/allowlist", s.tenantRoute(auth.RoleAdmin, s.withDetection(s.removeAllow)))
 
+	handle("GET /api/v1/tenants/{tenant}/rules", s.tenantRoute(auth.RoleRead, s.withDetection(s.listRules)))
+	handle("GET /api/v1/tenants/{tenant}/rules/{id}", s.tenantRoute(auth.RoleRead, s.withDetection(s.getRule)))
+	handle("PUT /api/v1/tenants/{tenant}/rules/{id}", s.tenantRoute(auth.RoleAdmin, s.withDetection(s.putRule)))
+	handle("DELETE /api/v1/tenants/{tenant}/rules/{id}", s.tenantRoute(auth.RoleAdmin, s.withDetection(s.deleteRule)))
 	handle("GET /api/v1/tenants/{tenant}/notifications", s.tenantRoute(auth.RoleRead, s.withNotify(s.listChannels)))
 	handle("POST /api/v1/tenants/{tenant}/notifications", s.tenantRoute(auth.RoleAdmin, s.withNotify(s.addChannel)))
 	handle("DELETE /api/v1/tenants/{tenant}/notifications/{id}", s.tenantRoute(auth.RoleAdmin, s.withNotify(s.removeChannel)))

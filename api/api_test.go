@@ -39,6 +39,7 @@ type env struct {
 	ret    *retention.Registry
 	alerts *alert.Store
 	notify *notify.Notifier
+	engine *detect.Engine
 	clock  time.Time         // retention's now; zero means the real clock
 	tokens map[string]string // "alpha/ingest", "global/admin", ... → token
 	ids    map[string]string // same keys → token id
@@ -77,7 +78,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, db: db, reg: reg, ret: ret, alerts: alerts, notify: notifier, tokens: map[string]string{}, ids: map[string]string{}}
+	e := &env{t: t, db: db, reg: reg, ret: ret, alerts: alerts, engine: engine, notify: notifier, tokens: map[string]string{}, ids: map[string]string{}}
 	e.api = New(Config{
 		Registry: reg,
 		Ingest:   ingest.New(db, ingest.Config{MaxBodyBytes: 4 << 20, Registerer: promReg}),
@@ -107,6 +108,9 @@ func newEnv(t *testing.T) *env {
 			t.Fatal(err)
 		}
 		e.ids[tenant+"/channel"] = ch.ID
+		if _, _, err := engine.TenantRules().Put(tenant, tenant+"-rule", []byte(ruleYAML(tenant+"-rule")), "", engine.ServerRule); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, tenant := range []string{"alpha", "beta"} {
 		if _, err := reg.CreateTenant(tenant, ""); err != nil {
@@ -128,6 +132,11 @@ func newEnv(t *testing.T) *env {
 		}
 	}
 	return e
+}
+
+// ruleYAML is a Sigma rule with the given id.
+func ruleYAML(id string) string {
+	return "title: rule " + id + "\nid: " + id + "\nlevel: medium\nlogsource:\n  product: m365\ndetection:\n  sel:\n    Operation: Set-Mailbox\n  condition: sel\n"
 }
 
 func (e *env) now() time.Time {
@@ -322,6 +331,23 @@ var isolationCases = map[string]isolationCase{
 		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/detection/allowlist?value=x" },
 		need: auth.RoleAdmin,
 	},
+	"GET /api/v1/tenants/{tenant}/rules": {
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/rules" },
+		need: auth.RoleRead,
+	},
+	"GET /api/v1/tenants/{tenant}/rules/{id}": {
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/rules/" + t + "-rule" },
+		need: auth.RoleRead,
+	},
+	"PUT /api/v1/tenants/{tenant}/rules/{id}": {
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/rules/" + t + "-rule" },
+		body: func(t string) []byte { return []byte(ruleYAML(t + "-rule")) },
+		need: auth.RoleAdmin,
+	},
+	"DELETE /api/v1/tenants/{tenant}/rules/{id}": {
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/rules/" + t + "-rule" },
+		need: auth.RoleAdmin,
+	},
 	"GET /api/v1/tenants/{tenant}/notifications": {
 		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/notifications" },
 		need: auth.RoleRead,
@@ -436,6 +462,9 @@ func TestTenantIsolationOnEveryRoute(t *testing.T) {
 	}
 	if a, err := e.alerts.Get("beta", e.ids["beta/alert"]); err != nil || a.Status != alert.StatusOpen {
 		t.Fatalf("alpha changed beta's alert: %+v %v", a, err)
+	}
+	if rs := e.engine.TenantRules().List("beta"); len(rs) != 1 || rs[0].ID != "beta-rule" {
+		t.Fatalf("alpha changed beta's rules: %+v", rs)
 	}
 	if chs := e.notify.List("beta"); len(chs) != 1 || chs[0].ID != e.ids["beta/channel"] {
 		t.Fatalf("alpha changed beta's notification channels: %+v", chs)

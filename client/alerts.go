@@ -1,10 +1,14 @@
 package client
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/custos-audit/custos/alert"
 	"github.com/custos-audit/custos/detect"
@@ -77,4 +81,52 @@ func (c *Client) Detection(ctx context.Context, tenant string) (DetectionStatus,
 	var st DetectionStatus
 	err := c.do(ctx, http.MethodGet, tenantPath(tenant, "/detection"), nil, &st)
 	return st, err
+}
+
+// Rule is a detection rule as the server lists it.
+type Rule struct {
+	ID      string    `json:"id"`
+	Title   string    `json:"title"`
+	Level   string    `json:"level"`
+	Scope   string    `json:"scope"` // server or tenant
+	Source  string    `json:"source,omitempty"`
+	YAML    string    `json:"yaml,omitempty"`
+	Added   time.Time `json:"added,omitzero"`
+	AddedBy string    `json:"addedBy,omitempty"`
+}
+
+// Rules lists the rules evaluated on a tenant's records.
+func (c *Client) Rules(ctx context.Context, tenant string) ([]Rule, error) {
+	var out struct {
+		Rules []Rule `json:"rules"`
+	}
+	err := c.do(ctx, http.MethodGet, tenantPath(tenant, "/rules"), nil, &out)
+	return out.Rules, err
+}
+
+// PutRule adds or replaces a tenant's rule from its Sigma YAML.
+func (c *Client) PutRule(ctx context.Context, tenant, id string, yaml []byte) (Rule, error) {
+	req, err := c.newRequest(ctx, http.MethodPut, tenantPath(tenant, "/rules/"+url.PathEscape(id)), bytes.NewReader(yaml))
+	if err != nil {
+		return Rule{}, err
+	}
+	req.Header.Set("Content-Type", "application/yaml")
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return Rule{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return Rule{}, readAPIError(resp)
+	}
+	var r Rule
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return Rule{}, fmt.Errorf("put rule %s: decode answer: %w", id, err)
+	}
+	return r, nil
+}
+
+// DeleteRule removes a tenant's rule.
+func (c *Client) DeleteRule(ctx context.Context, tenant, id string) error {
+	return c.do(ctx, http.MethodDelete, tenantPath(tenant, "/rules/"+url.PathEscape(id)), nil, nil)
 }

@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -112,7 +113,8 @@ type Engine struct {
 	seq       uint64     // last feed frame applied to the baselines
 	tenants   map[string]*baseline
 	allow     *Allowlist
-	rules     atomic.Pointer[[]*rules.Rule]
+	rules     atomic.Pointer[[]*rules.Rule] // the server's: bundled and --rules
+	own       *TenantRules                  // each tenant's, from the API
 	lastSaved time.Time
 	evaluated atomic.Int64
 }
@@ -137,6 +139,9 @@ func Open(dir string, feed Feed, alerts Alerts, geo Geo, opts Options) (*Engine,
 		return nil, err
 	}
 	e.allow = allow
+	if e.own, err = loadTenantRules(filepath.Join(dir, "tenant-rules.json")); err != nil {
+		return nil, err
+	}
 	empty := []*rules.Rule{}
 	e.rules.Store(&empty)
 	return e, nil
@@ -148,8 +153,16 @@ func (e *Engine) SetRules(rs []*rules.Rule) {
 	e.rules.Store(&rs)
 }
 
-// Rules returns the Sigma rules in use.
+// Rules returns the server's Sigma rules.
 func (e *Engine) Rules() []*rules.Rule { return *e.rules.Load() }
+
+// TenantRules returns the rules tenants added for themselves.
+func (e *Engine) TenantRules() *TenantRules { return e.own }
+
+// ServerRule reports whether one of the server's rules has id.
+func (e *Engine) ServerRule(id string) bool {
+	return slices.ContainsFunc(e.Rules(), func(r *rules.Rule) bool { return r.ID == id })
+}
 
 // Allowlist returns the allowlists.
 func (e *Engine) Allowlist() *Allowlist { return e.allow }
@@ -221,6 +234,9 @@ func (e *Engine) apply(seq uint64, recs []audit.Record) {
 		}
 		if len(rs) > 0 {
 			findings = append(findings, ruleFindings(rs, r, pos)...)
+		}
+		if own := e.own.For(r.Tenant); len(own) > 0 {
+			findings = append(findings, ruleFindings(own, r, pos)...)
 		}
 		for _, f := range findings {
 			e.raise(f)

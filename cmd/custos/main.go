@@ -28,7 +28,7 @@ func commands() map[string]command {
 		"ingest":    {"send audit records from files to a server", runIngest},
 		"search":    {"search a tenant's records; export them as csv or ndjson", runSearch},
 		"query":     {"asynchronous audit log queries, Graph-style (create, list, show, records, cancel, delete)", runQuery},
-		"rules":     {"list detection rules; test them on records in files or stored (list, test)", runRules},
+		"rules":     {"detection rules: list them, test them on records, add and remove a tenant's own (list, test, add, remove)", runRules},
 		"retention": {"manage retention policies and legal hold; enforce retention (list, create, update, delete, hold, enforce, report)", runRetention},
 		"tenant":    {"manage tenants (create, list)", runTenant},
 		"token":     {"manage API tokens (create, list, revoke)", runToken},

@@ -22,7 +22,7 @@ func runRules(ctx context.Context, args []string) error {
 	return rulesCmd(ctx, args, osEnv())
 }
 
-const rulesUsage = "custos rules list [--rules PATH] | custos rules test [--rules PATH] (FILE... | --tenant ID [--from 1d] [--to T])"
+const rulesUsage = "custos rules list [--rules PATH | --tenant ID] | custos rules test [--rules PATH] (FILE... | --tenant ID [--from 1d] [--to T]) |\n       custos rules add --tenant ID FILE... | custos rules remove --tenant ID --id RULE"
 
 func rulesCmd(ctx context.Context, args []string, env cliEnv) error {
 	sub, args, err := subcommand(env, args, "rules", rulesUsage)
@@ -33,15 +33,24 @@ func rulesCmd(ctx context.Context, args []string, env cliEnv) error {
 	const rulesHelp = "Sigma rule file or directory (repeatable; default: the bundled pack)"
 	switch sub {
 	case "list":
-		fs := newFlagSet(env, "rules list", "custos rules list [--rules PATH] [--format table|ndjson]",
-			"Lists detection rules: the bundled pack, or the rules at the paths given.\n")
+		fs := newFlagSet(env, "rules list", "custos rules list [--rules PATH | --tenant ID] [--format table|ndjson]",
+			"Lists detection rules: the bundled pack, the rules at the paths given, or\n"+
+				"(with --tenant) every rule a server evaluates on the tenant's records.\n")
 		fs.Var(&paths, "rules", rulesHelp)
+		var tf tenantFlags
+		tf.register(fs)
 		format := fs.String("format", "table", "output: table or ndjson")
 		if err := parseNoArgs(fs, args); err != nil {
 			return err
 		}
 		if err := checkFormat(*format, "table", "ndjson"); err != nil {
 			return err
+		}
+		if tf.tenant != "" {
+			if len(paths) > 0 {
+				return usagef("give --rules or --tenant, not both")
+			}
+			return listServerRules(ctx, env, tf, *format)
 		}
 		rs, err := loadRules(paths)
 		if err != nil {
@@ -117,8 +126,89 @@ func rulesCmd(ctx context.Context, args []string, env cliEnv) error {
 			}
 		}
 		return t.finish()
+
+	case "add":
+		fs := newFlagSet(env, "rules add", "custos rules add --tenant ID FILE...",
+			"Adds Sigma rules (YAML files, one rule each) to a tenant, or replaces the\n"+
+				"tenant's rules with the same id. They run on the tenant's records from the\n"+
+				"next one committed. Try them first with custos rules test.\n")
+		var tf tenantFlags
+		tf.register(fs)
+		files, err := parseArgs(fs, args)
+		if err != nil {
+			return err
+		}
+		if len(files) == 0 {
+			return usagef("give one or more rule files")
+		}
+		c, err := tf.connect(env)
+		if err != nil {
+			return err
+		}
+		for _, f := range files {
+			src, err := os.ReadFile(f)
+			if err != nil {
+				return err
+			}
+			// Parsed here first, so a mistake is reported with its file name.
+			r, err := rules.Parse(src, f)
+			if err != nil {
+				return err
+			}
+			if r.ID == "" {
+				return fmt.Errorf("%s: the rule has no id; give it one (a UUID) so it can be replaced and removed", f)
+			}
+			got, err := c.PutRule(ctx, tf.tenant, r.ID, src)
+			if err != nil {
+				return fmt.Errorf("%s: %w", f, explain(err))
+			}
+			fmt.Fprintf(env.stdout, "%s  %s  %s\n", got.ID, got.Level, got.Title)
+		}
+		return nil
+
+	case "remove":
+		fs := newFlagSet(env, "rules remove", "custos rules remove --tenant ID --id RULE",
+			"Removes one of a tenant's own rules (server rules are removed from --rules).\n")
+		var tf tenantFlags
+		tf.register(fs)
+		id := fs.String("id", "", "rule id (required)")
+		if err := parseNoArgs(fs, args); err != nil {
+			return err
+		}
+		if *id == "" {
+			return usagef("--id is required")
+		}
+		c, err := tf.connect(env)
+		if err != nil {
+			return err
+		}
+		if err := c.DeleteRule(ctx, tf.tenant, *id); err != nil {
+			return explain(err)
+		}
+		fmt.Fprintf(env.stdout, "rule %s removed\n", *id)
+		return nil
 	}
 	return usagef("unknown subcommand %q\nusage: %s", sub, rulesUsage)
+}
+
+func listServerRules(ctx context.Context, env cliEnv, tf tenantFlags, format string) error {
+	c, err := tf.connect(env)
+	if err != nil {
+		return err
+	}
+	list, err := c.Rules(ctx, tf.tenant)
+	if err != nil {
+		return explain(err)
+	}
+	if format == "ndjson" {
+		return printJSONLines(env, list)
+	}
+	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "LEVEL\tTITLE\tSCOPE\tID")
+	for _, r := range list {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Level, r.Title, r.Scope, r.ID)
+	}
+	return tw.Flush()
 }
 
 // loadRules loads the rules at paths (files or directories), or the
