@@ -106,8 +106,12 @@ type Engine struct {
 	feed   Feed
 	alerts Alerts
 	geo    Geo
-	log    *slog.Logger
-	met    *metrics
+	nets   struct { // networks of addresses seen, so geo is asked once each
+		mu sync.Mutex
+		m  map[netip.Addr][]netKey
+	}
+	log *slog.Logger
+	met *metrics
 
 	mu        sync.Mutex // guards the state below against rebuilds and API readers
 	seq       uint64     // last feed frame applied to the baselines

@@ -171,6 +171,28 @@ type netKey struct {
 // networks names addr by country and ASN when the enrichment databases
 // know it, else by its /24 (IPv4) or /48 (IPv6) range.
 func (e *Engine) networks(addr netip.Addr) []netKey {
+	// A tenant's users come from few addresses, again and again: looking
+	// each up once saves most of the database walks.
+	e.nets.mu.Lock()
+	keys, ok := e.nets.m[addr]
+	e.nets.mu.Unlock()
+	if ok {
+		return keys
+	}
+	keys = e.lookupNetworks(addr)
+	e.nets.mu.Lock()
+	if e.nets.m == nil || len(e.nets.m) >= maxCachedNetworks {
+		e.nets.m = make(map[netip.Addr][]netKey)
+	}
+	e.nets.m[addr] = keys
+	e.nets.mu.Unlock()
+	return keys
+}
+
+// maxCachedNetworks bounds the address cache; full, it starts over.
+const maxCachedNetworks = 1 << 16
+
+func (e *Engine) lookupNetworks(addr netip.Addr) []netKey {
 	if e.geo != nil {
 		n, ok := e.geo.Lookup(addr)
 		if ok && (n.Country != "" || n.ASN != 0) {
@@ -209,8 +231,12 @@ func clientFamily(r *audit.Record) string {
 				ua = part
 			}
 		}
-	} else if i := bytes.Index(r.Raw, []byte(`"UserAgent"`)); i >= 0 {
-		ua = extendedValue(r.Raw[i:])
+	} else if signIn(r.Operation) {
+		// Sign-ins keep the user agent in ExtendedProperties; scanning
+		// every other record's raw bytes for it would cost for nothing.
+		if i := bytes.Index(r.Raw, []byte(`"UserAgent"`)); i >= 0 {
+			ua = extendedValue(r.Raw[i:])
+		}
 	}
 	fam := uaFamily(ua)
 	switch {
@@ -221,6 +247,9 @@ func clientFamily(r *audit.Record) string {
 	}
 	return fam
 }
+
+// signIn reports whether op is an Entra ID sign-in (AzureActiveDirectoryStsLogon).
+func signIn(op string) bool { return op == "UserLoggedIn" || op == "UserLoginFailed" }
 
 // extendedValue reads the Value of a {"Name":"UserAgent","Value":"..."}
 // entry starting at b, without decoding the whole record.

@@ -27,6 +27,9 @@ type recordEvent struct {
 	r   *audit.Record
 	doc map[string]any // the decoded raw record, on first need
 	bad bool           // the raw record did not decode as an object
+	// Operation and Workload as interface values, made once: every rule
+	// asks for them.
+	op, workload any
 }
 
 // Event wraps r for rule evaluation.
@@ -57,9 +60,21 @@ func (e *recordEvent) Field(name string) (any, bool) {
 	r := e.r
 	switch name {
 	case "eventSource", "Workload":
-		return nonEmpty(r.Workload)
+		if r.Workload == "" {
+			return nil, false
+		}
+		if e.workload == nil {
+			e.workload = r.Workload
+		}
+		return e.workload, true
 	case "eventName", "Operation":
-		return nonEmpty(r.Operation)
+		if r.Operation == "" {
+			return nil, false
+		}
+		if e.op == nil {
+			e.op = r.Operation
+		}
+		return e.op, true
 	case "status":
 		if r.ResultStatus == "" {
 			return nil, false
@@ -121,13 +136,6 @@ func lookup(doc map[string]any, path string) (any, bool) {
 		cur = v
 	}
 	return cur, true
-}
-
-func nonEmpty(s string) (any, bool) {
-	if s == "" {
-		return nil, false
-	}
-	return s, true
 }
 
 // successOrFailure maps Microsoft's ResultStatus spellings onto Sigma's.

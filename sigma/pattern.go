@@ -9,10 +9,13 @@ import (
 // for any run of characters and ? for one; \*, \? and \\ are literal and
 // any other backslash is itself.
 type pattern struct {
-	kind   patternKind
-	lit    string // literal text, lower-cased unless cased
-	cased  bool
-	regexp *regexp.Regexp
+	kind  patternKind
+	lit   string // literal text, lower-cased unless cased
+	cased bool
+	// asciiLit: lit is ASCII, so an ASCII value can be compared folding
+	// bytes.
+	asciiLit bool
+	regexp   *regexp.Regexp
 }
 
 type patternKind uint8
@@ -26,6 +29,12 @@ const (
 )
 
 func compilePattern(s string, contains, startswith, endswith, cased bool) *pattern {
+	p := buildPattern(s, contains, startswith, endswith, cased)
+	p.asciiLit = isASCII(p.lit)
+	return p
+}
+
+func buildPattern(s string, contains, startswith, endswith, cased bool) *pattern {
 	// Split into literal runs and wildcards.
 	type piece struct {
 		lit  string
@@ -94,7 +103,9 @@ func compilePattern(s string, contains, startswith, endswith, cased bool) *patte
 		case '?':
 			re.WriteString(".")
 		default:
-			re.WriteString(regexp.QuoteMeta(x.lit))
+			// regexp takes only valid UTF-8; a stray byte in a rule must
+			// not make compiling it panic.
+			re.WriteString(regexp.QuoteMeta(strings.ToValidUTF8(x.lit, "\uFFFD")))
 		}
 	}
 	re.WriteString("$")
@@ -102,12 +113,21 @@ func compilePattern(s string, contains, startswith, endswith, cased bool) *patte
 }
 
 func (p *pattern) match(s string) bool {
-	if p.kind == glob {
+	switch {
+	case p.kind == glob:
 		return p.regexp.MatchString(s)
+	case p.cased:
+		return p.test(s)
+	case p.asciiLit && isASCII(s):
+		// Most values and every bundled rule's literals are ASCII: compare
+		// folding bytes, without building a lower-cased copy per test.
+		return p.testFoldASCII(s)
 	}
-	if !p.cased {
-		s = strings.ToLower(s)
-	}
+	return p.test(strings.ToLower(s))
+}
+
+// test compares s, already folded if need be, with the literal.
+func (p *pattern) test(s string) bool {
 	switch p.kind {
 	case exact:
 		return s == p.lit
@@ -117,4 +137,54 @@ func (p *pattern) match(s string) bool {
 		return strings.HasSuffix(s, p.lit)
 	}
 	return strings.Contains(s, p.lit)
+}
+
+// testFoldASCII is test for an ASCII s against the lower-case ASCII literal.
+func (p *pattern) testFoldASCII(s string) bool {
+	lit := p.lit
+	switch p.kind {
+	case exact:
+		return len(s) == len(lit) && equalFoldASCII(s, lit)
+	case prefix:
+		return len(s) >= len(lit) && equalFoldASCII(s[:len(lit)], lit)
+	case suffix:
+		return len(s) >= len(lit) && equalFoldASCII(s[len(s)-len(lit):], lit)
+	}
+	if lit == "" {
+		return true
+	}
+	first := lit[0]
+	for i := 0; i+len(lit) <= len(s); i++ {
+		if lowerASCII(s[i]) == first && equalFoldASCII(s[i:i+len(lit)], lit) {
+			return true
+		}
+	}
+	return false
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// equalFoldASCII reports whether s lower-cased equals lit (lower case),
+// both of the same length.
+func equalFoldASCII(s, lit string) bool {
+	for i := 0; i < len(lit); i++ {
+		if lowerASCII(s[i]) != lit[i] {
+			return false
+		}
+	}
+	return true
 }

@@ -197,3 +197,25 @@ func FuzzParseRule(f *testing.F) {
 		r.Fields()
 	})
 }
+
+// FuzzPatternFolding: the byte-folding fast path of case-insensitive
+// matching agrees with lower-casing the value, for every pattern shape.
+func FuzzPatternFolding(f *testing.F) {
+	for _, seed := range [][2]string{
+		{"New-InboxRule", "new-inboxrule"}, {"Set-AdminAuditLogConfig", "*auditlog*"}, {"ForwardTo", "forward*"},
+		{"x@CONTOSO.com", "*@contoso.com"}, {"ÄÖÜ straße", "STRASSE"}, {"K", "k"}, {"", "*"}, {"abc", ""},
+	} {
+		f.Add(seed[0], seed[1])
+	}
+	f.Fuzz(func(t *testing.T, value, lit string) {
+		for _, shape := range []struct{ contains, startswith, endswith bool }{{}, {true, false, false}, {false, true, false}, {false, false, true}} {
+			p := compilePattern(lit, shape.contains, shape.startswith, shape.endswith, false)
+			if p.kind == glob {
+				continue
+			}
+			if got, want := p.match(value), p.test(strings.ToLower(value)); got != want {
+				t.Fatalf("pattern %q %+v on %q: %v, lower-casing says %v", lit, shape, value, got, want)
+			}
+		}
+	})
+}
