@@ -71,6 +71,9 @@ func (b *baseline) see(key string, t int64, o *Options) bool {
 	return v.Flagged != 0 && t >= v.Flagged && t < v.Flagged+int64(o.Follow/time.Second)
 }
 
+// known reports whether key was ever seen.
+func (b *baseline) known(key string) bool { return b.Seen[key] != nil }
+
 // flagged reports whether key first appeared after learning: its own
 // alert covers what follows.
 func (b *baseline) flagged(key string) bool {

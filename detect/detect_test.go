@@ -133,3 +133,33 @@ func TestFutureAndOwnRecordsDoNotAgeOutTheBaseline(t *testing.T) {
 		t.Errorf("the baseline's clock jumped to %s", st.Latest)
 	}
 }
+
+// A delegate an administrator granted FullAccess reads the mailbox without
+// an alert; a user who granted themselves access does not get that pass.
+func TestGrantedAccessExplainsCrossMailboxReads(t *testing.T) {
+	e, as := testEngine(t)
+	var normal []audit.Record
+	for d := range 10 {
+		normal = append(normal, mailRead(fmt.Sprintf("n%d", d), "outlook", day0.AddDate(0, 0, d)))
+	}
+	e.apply(1, normal)
+	grant := func(id, by, user string) audit.Record {
+		raw := fmt.Sprintf(`{"Id":%q,"Operation":"Add-MailboxPermission","UserId":%q,"Parameters":[{"Name":"Identity","Value":"NAMPR01A001.prod.outlook.com/Microsoft Exchange Hosted Organizations/acme.example/ceo"},{"Name":"User","Value":%q},{"Name":"AccessRights","Value":"FullAccess"}]}`, id, by, user)
+		return audit.Record{Tenant: "acme", ID: id, CreationTime: day0.AddDate(0, 0, 11), Operation: "Add-MailboxPermission", UserID: by, Raw: []byte(raw)}
+	}
+	read := func(id, user string) audit.Record {
+		r := mailRead(id, "outlook", day0.AddDate(0, 0, 12))
+		r.UserID, r.MailboxOwnerUPN = user, "CEO@acme.example"
+		return r
+	}
+	e.apply(2, []audit.Record{
+		grant("g1", "admin@acme.example", "pa@acme.example"),
+		grant("g2", "mallory@acme.example", "mallory@acme.example"),
+		read("r1", "pa@acme.example"),
+		read("r2", "mallory@acme.example"),
+	})
+	got := as.List("acme", alert.Filter{Detector: CrossMailboxRead})
+	if len(got) != 1 || got[0].Entity != "mallory@acme.example" {
+		t.Fatalf("cross-mailbox alerts %+v, want one for mallory's self-granted access", got)
+	}
+}

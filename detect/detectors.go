@@ -92,6 +92,9 @@ func (e *Engine) detect(b *baseline, r *audit.Record, pos uint64, now time.Time)
 		}
 	}
 
+	if r.Operation == "Add-MailboxPermission" {
+		learnGrant(b, r, t, o)
+	}
 	if !mail {
 		return out
 	}
@@ -109,7 +112,10 @@ func (e *Engine) detect(b *baseline, r *audit.Record, pos uint64, now time.Time)
 		}
 	}
 	if user != "" && strings.Contains(user, "@") && mbx != "" && mbx != user {
-		if b.see("xmbx|"+user+"|"+mbx, t, o) {
+		// Access someone else granted (an admin's Add-MailboxPermission)
+		// explains the reads that follow; access a user granted
+		// themselves does not.
+		if b.see("xmbx|"+user+"|"+mbx, t, o) && !b.known(grantKey(user, mbx)) {
 			find(CrossMailboxRead, "medium", user, mbx, fmt.Sprintf(
 				"%s read the mailbox of %s, which they never read during %d days of history", r.UserID, mbx, days()))
 		}
@@ -246,6 +252,52 @@ func clientFamily(r *audit.Record) string {
 		return client
 	}
 	return fam
+}
+
+// learnGrant learns an Add-MailboxPermission giving FullAccess to a user
+// other than the one who ran it.
+func learnGrant(b *baseline, r *audit.Record, t int64, o *Options) {
+	var rec struct {
+		Parameters []struct {
+			Name  string
+			Value json.RawMessage
+		}
+	}
+	if json.Unmarshal(r.Raw, &rec) != nil {
+		return
+	}
+	var identity, grantee string
+	full := false
+	for _, p := range rec.Parameters {
+		var v string
+		if json.Unmarshal(p.Value, &v) != nil {
+			v = string(p.Value) // a list of rights, say
+		}
+		switch strings.ToLower(p.Name) {
+		case "identity":
+			identity = v
+		case "user":
+			grantee = strings.ToLower(v)
+		case "accessrights":
+			full = strings.Contains(strings.ToLower(v), "fullaccess")
+		}
+	}
+	if identity == "" || grantee == "" || !full || grantee == strings.ToLower(r.UserID) {
+		return
+	}
+	b.see(grantKey(grantee, identity), t, o)
+}
+
+// grantKey names a grant of mailbox to user. Exchange names the mailbox by
+// alias, UPN or a path ending in the alias; reads name it by UPN: both are
+// reduced to the alias.
+func grantKey(user, mailbox string) string {
+	m := strings.ToLower(mailbox)
+	if i := strings.LastIndexAny(m, `\/`); i >= 0 {
+		m = m[i+1:]
+	}
+	m, _, _ = strings.Cut(m, "@")
+	return "grant|" + user + "|" + m
 }
 
 // signIn reports whether op is an Entra ID sign-in (AzureActiveDirectoryStsLogon).
