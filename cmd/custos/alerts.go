@@ -67,12 +67,9 @@ func alertsCmd(ctx context.Context, args []string, env cliEnv) error {
 		common(fs)
 		id := fs.String("id", "", "alert id (required)")
 		format := fs.String("format", "text", "output: text or json")
-		c, err := connect(fs, args)
+		c, err := tf.connectID(env, fs, args, id)
 		if err != nil {
 			return err
-		}
-		if *id == "" {
-			return usagef("--id is required")
 		}
 		if err := checkFormat(*format, "text", "json"); err != nil {
 			return err
@@ -94,12 +91,9 @@ func alertsCmd(ctx context.Context, args []string, env cliEnv) error {
 		common(fs)
 		id := fs.String("id", "", "alert id (required)")
 		note := fs.String("note", "", "why (kept with the alert and in the audit log)")
-		c, err := connect(fs, args)
+		c, err := tf.connectID(env, fs, args, id)
 		if err != nil {
 			return err
-		}
-		if *id == "" {
-			return usagef("--id is required")
 		}
 		a, err := c.SetAlertStatus(ctx, tf.tenant, *id, sub, *note)
 		if err != nil {

@@ -63,6 +63,18 @@ func (tf *tenantFlags) connect(env cliEnv) (*client.Client, error) {
 	return tf.client(env)
 }
 
+// connectID parses a command that names one object by --id: no
+// positional arguments, --id and --tenant required.
+func (tf *tenantFlags) connectID(env cliEnv, fs *flag.FlagSet, args []string, id *string) (*client.Client, error) {
+	if err := parseNoArgs(fs, args); err != nil {
+		return nil, err
+	}
+	if *id == "" {
+		return nil, usagef("--id is required")
+	}
+	return tf.connect(env)
+}
+
 // client returns a client for the server and token given by the flags or
 // the environment.
 func (cf *clientFlags) client(env cliEnv) (*client.Client, error) {

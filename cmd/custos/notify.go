@@ -116,13 +116,7 @@ func notifyCmd(ctx context.Context, args []string, env cliEnv) error {
 		fs := newFlagSet(env, "notify "+sub, "custos notify "+sub+" --tenant ID --id CHANNEL", about)
 		tf.register(fs)
 		id := fs.String("id", "", "channel id (required)")
-		if err := parseNoArgs(fs, args); err != nil {
-			return err
-		}
-		if *id == "" {
-			return usagef("--id is required")
-		}
-		c, err := tf.connect(env)
+		c, err := tf.connectID(env, fs, args, id)
 		if err != nil {
 			return err
 		}

@@ -172,13 +172,7 @@ func rulesCmd(ctx context.Context, args []string, env cliEnv) error {
 		var tf tenantFlags
 		tf.register(fs)
 		id := fs.String("id", "", "rule id (required)")
-		if err := parseNoArgs(fs, args); err != nil {
-			return err
-		}
-		if *id == "" {
-			return usagef("--id is required")
-		}
-		c, err := tf.connect(env)
+		c, err := tf.connectID(env, fs, args, id)
 		if err != nil {
 			return err
 		}
