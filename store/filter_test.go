@@ -314,3 +314,120 @@ func TestUserFilterEveryCase(t *testing.T) {
 		t.Errorf("head and sealed: %v, want five", got)
 	}
 }
+
+// TestUserFilterSpellings: a user filter finds every spelling whose DuckDB
+// lower case is the id's, and nothing else, once each, whether the filter
+// names one user, several, the same user twice in different cases, or so
+// many that it is not split; sealed and in the head; counted and listed
+// alike. İ (U+0130) lowers to i, so "İM@x" sorts after every ASCII
+// spelling of "im@x" and a bound that ends at "im@x" misses it.
+func TestUserFilterSpellings(t *testing.T) {
+	db := openTest(t, t.TempDir(), testOptions())
+	defer db.Close()
+	at := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	ids := []string{
+		"im@x.example", "IM@X.EXAMPLE", "\u0130M@x.example", "i\u212Am@x.example", "ik@x.example",
+		"oLga@x.example", "Olga@x.example", "olga@x.example", "OLGA@X.EXAMPLE", "olgb@x.example", "ola@x.example",
+		"o1@x.example", "42@x.example", "@x.example", "a@x.example", "z@x.example", "Zed@x.example",
+	}
+	var recs []audit.Record
+	for i, u := range ids {
+		for j := range 3 {
+			recs = append(recs, mkrec("acme", fmt.Sprintf("u%02d-%d", i, j), at.Add(time.Duration(i*3+j)*time.Minute), u))
+		}
+	}
+	// The duckdb reference: which ids lower to which.
+	lower := map[string]string{}
+	for _, u := range ids {
+		var l string
+		if err := db.sql.QueryRowContext(ctx, "SELECT lower(?)", u).Scan(&l); err != nil {
+			t.Fatal(err)
+		}
+		lower[u] = l
+	}
+	filters := [][]string{
+		{"im@x.example"}, {"IM@x.example"}, {"olga@x.example"}, {"OLGA@x.EXAMPLE", "olga@X.example"},
+		{"olga@x.example", "im@x.example"}, {"42@x.example"}, {"@x.example"}, {"ZED@x.example"},
+		{"ik@x.example", "a@x.example", "z@x.example", "ola@x.example", "olgb@x.example"}, // too many spans to split
+		{"nobody@x.example"},
+	}
+	check := func(stage string) {
+		t.Helper()
+		for _, users := range filters {
+			var want []string
+			for _, r := range recs {
+				for _, u := range users {
+					if lower[r.UserID] == strings.ToLower(u) {
+						want = append(want, r.ID)
+						break
+					}
+				}
+			}
+			var got []string
+			q := Query{Filter: Filter{UserIDs: users}}
+			if err := db.Records(ctx, "acme", q, func(r *audit.Record) error { got = append(got, r.ID); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			n, err := db.Count(ctx, "acme", q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			slices.Sort(want)
+			slices.Sort(got)
+			if !slices.Equal(got, want) || n != int64(len(want)) {
+				t.Errorf("%s: users %q: got %v (count %d), want %v", stage, users, got, n, want)
+			}
+		}
+	}
+	mustAppend(t, db, recs[:len(recs)/2])
+	if err := db.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, db, recs[len(recs)/2:])
+	check("half sealed")
+	if err := db.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("sealed")
+}
+
+// TestUserSpans: every spelling of an id lies in exactly one of its spans,
+// and the spans are disjoint and in order.
+func TestUserSpans(t *testing.T) {
+	for _, id := range []string{"kim@x.example", "im", "olga.brandt@bench.onmicrosoft.com", "42@x", "@", "a", "z9k"} {
+		spans := userSpans(id)
+		for i := 1; i < len(spans); i++ {
+			if spans[i-1].hi >= spans[i].lo {
+				t.Errorf("%s: spans %q and %q overlap or are out of order", id, spans[i-1], spans[i])
+			}
+		}
+		// Every spelling of the first four characters, the rest varied too.
+		var spell func(prefix, rest string)
+		spell = func(prefix, rest string) {
+			if rest == "" || len(prefix) > 12 {
+				for _, tail := range []string{lowest(rest), rest, highest(rest)} {
+					s := prefix + tail
+					n := 0
+					for _, sp := range spans {
+						if sp.lo <= s && s <= sp.hi {
+							n++
+						}
+					}
+					if n != 1 {
+						t.Errorf("%s: spelling %q lies in %d spans", id, s, n)
+					}
+				}
+				return
+			}
+			c := rest[0]
+			if 'a' <= c && c <= 'z' {
+				for _, v := range letterSpellings(c) {
+					spell(prefix+v, rest[1:])
+				}
+			} else {
+				spell(prefix+string(c), rest[1:])
+			}
+		}
+		spell("", id)
+	}
+}

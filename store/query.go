@@ -26,15 +26,22 @@ type Query struct {
 // slimColumns are the columns a Slim query reads, in scanSlim's order.
 const slimColumns = "tenant, id, creation_time, record_type, operation, user_id, workload, raw"
 
+// source is one SQL relation holding records: a head scan or a
+// read_parquet over sealed parts.
+type source struct {
+	sql    string
+	sealed bool // Parquet, whose row groups DuckDB prunes by statistics
+}
+
 // sources returns the SQL relations holding the tenant's records in view v
 // that may overlap q: head scans and one read_parquet over the pruned
 // sealed parts. Only the tenant's own tables and files can ever be named,
 // which is what isolates tenants here.
-func (db *DB) sources(v *view, tenant string, q Query) []string {
-	var out []string
+func (db *DB) sources(v *view, tenant string, q Query) []source {
+	var out []source
 	for _, g := range v.gens {
 		if g.has(tenant) {
-			out = append(out, headSQL(g, tenant, q.From, q.To))
+			out = append(out, source{sql: headSQL(g, tenant, q.From, q.To)})
 		}
 	}
 	to := q.To
@@ -48,20 +55,32 @@ func (db *DB) sources(v *view, tenant string, q Query) []string {
 		for i, p := range parts {
 			paths[i] = sqlString(db.path(p.Path))
 		}
-		out = append(out, fmt.Sprintf("read_parquet([%s], union_by_name = true)", strings.Join(paths, ", ")))
+		out = append(out, source{sql: fmt.Sprintf("read_parquet([%s], union_by_name = true)", strings.Join(paths, ", ")), sealed: true})
 	}
 	return out
 }
 
 // union selects cols from every source with q's condition pushed into
-// each branch, so Parquet row groups are pruned by their statistics.
-func union(sources []string, cols string, q Query) (string, []any) {
-	where, args := q.where()
-	branches := make([]string, len(sources))
+// each branch, so Parquet row groups are pruned by their statistics. A
+// user filter splits the sealed parts' scan into one branch per range of
+// the users' spellings (Filter.userSplits), each of which DuckDB can prune
+// by; the branches' rows are disjoint.
+func union(sources []source, cols string, q Query) (string, []any) {
+	where, args := q.where(nil)
+	splits := q.userSplits()
+	var branches []string
 	var all []any
-	for i, s := range sources {
-		branches[i] = "SELECT " + cols + " FROM " + s + where
-		all = append(all, args...)
+	for _, s := range sources {
+		if !s.sealed || splits == nil {
+			branches = append(branches, "SELECT "+cols+" FROM "+s.sql+where)
+			all = append(all, args...)
+			continue
+		}
+		for i := range splits {
+			w, a := q.where(&splits[i])
+			branches = append(branches, "SELECT "+cols+" FROM "+s.sql+w)
+			all = append(all, a...)
+		}
 	}
 	return strings.Join(branches, " UNION ALL "), all
 }
