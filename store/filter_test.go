@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -429,5 +430,113 @@ func TestUserSpans(t *testing.T) {
 			}
 		}
 		spell("", id)
+	}
+}
+
+// TestExportBySlices: a query without a limit reads slice by slice of
+// time (several parts of a day, days of parts, the head with late records
+// of sealed days), and returns exactly what one sorted query returns, in
+// the same order, with and without a time range and a cursor, ties of
+// CreationTime included; a callback's error stops it.
+func TestExportBySlices(t *testing.T) {
+	db := openTest(t, t.TempDir(), testOptions())
+	defer db.Close()
+	day := time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
+	var recs []audit.Record
+	for i := range 600 {
+		// Three records share each second: ties are ordered by id.
+		at := day.Add(time.Duration(i/3) * 19 * time.Minute)
+		recs = append(recs, mkrec("acme", fmt.Sprintf("r%04d", (i*7919)%600), at, fmt.Sprintf("u%d@x.example", i%5)))
+	}
+	// Two rounds of seals, so days hold several parts; then the head gets
+	// half the last day and a few late records of the day before.
+	var sealed [2][]audit.Record
+	var head []audit.Record
+	for i, r := range recs {
+		switch h := r.CreationTime.Sub(day).Hours(); {
+		case h >= 48 && i%2 == 0, h >= 30 && h < 31:
+			head = append(head, r)
+		default:
+			sealed[(i*48271)%7%2] = append(sealed[(i*48271)%7%2], r)
+		}
+	}
+	for _, batch := range sealed {
+		mustAppend(t, db, batch)
+		if err := db.Seal(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustAppend(t, db, head)
+	v := db.acquire()
+	gens, parts := holdings(v, "acme", Query{})
+	sl := timeSlices("acme", gens, parts)
+	db.release(v)
+	if len(sl) < 2 || len(parts) < 4 {
+		t.Fatalf("%d parts in %d slices: the test does not exercise slicing", len(parts), len(sl))
+	}
+	for i := 1; i < len(sl); i++ {
+		if !sl[i].newest.Before(sl[i-1].oldest) {
+			t.Fatalf("slices %d and %d overlap", i-1, i)
+		}
+	}
+	// The reference: one query with a limit above the count is never sliced.
+	ids := func(q Query) []string {
+		var out []string
+		if err := db.Records(ctx, "acme", q, func(r *audit.Record) error { out = append(out, r.ID); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	mid := recs[300]
+	for _, q := range []Query{
+		{},
+		{From: day.Add(20 * time.Hour), To: day.Add(50 * time.Hour)},
+		{After: &Cursor{Time: mid.CreationTime, ID: mid.ID}},
+		{Filter: Filter{Operations: []string{"mailitemsaccessed"}}, From: day.Add(time.Hour)},
+	} {
+		want := ids(Query{From: q.From, To: q.To, After: q.After, Filter: q.Filter, Limit: 10_000})
+		got := ids(q)
+		if len(want) == 0 || !slices.Equal(got, want) {
+			t.Errorf("%+v: sliced %d records, one query %d; equal in order: %v", q, len(got), len(want), slices.Equal(got, want))
+		}
+	}
+	stop := errors.New("enough")
+	n := 0
+	err := db.Records(ctx, "acme", Query{}, func(*audit.Record) error {
+		if n++; n == 250 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) || n != 250 {
+		t.Errorf("callback error: %v after %d records", err, n)
+	}
+}
+
+// TestTimeSlices: parts whose times overlap share a slice; slices are
+// newest first and every part is in exactly one.
+func TestTimeSlices(t *testing.T) {
+	at := func(h int) time.Time {
+		return time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(h) * time.Hour)
+	}
+	parts := []Part{
+		{Path: "a", MinTime: at(0), MaxTime: at(24)},
+		{Path: "b", MinTime: at(30), MaxTime: at(40)},
+		{Path: "c", MinTime: at(24), MaxTime: at(29)}, // touches a
+		{Path: "d", MinTime: at(35), MaxTime: at(50)}, // overlaps b
+		{Path: "e", MinTime: at(60), MaxTime: at(70)},
+	}
+	var got [][]string
+	for _, s := range timeSlices("acme", nil, parts) {
+		var names []string
+		for _, p := range s.parts {
+			names = append(names, p.Path)
+		}
+		slices.Sort(names)
+		got = append(got, names)
+	}
+	want := [][]string{{"e"}, {"b", "d"}, {"a", "c"}}
+	if !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("slices %v, want %v", got, want)
 	}
 }
