@@ -1,9 +1,11 @@
 package store
 
 import (
+	"database/sql"
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -351,6 +353,7 @@ func TestUserFilterSpellings(t *testing.T) {
 		{"olga@x.example", "im@x.example"}, {"42@x.example"}, {"@x.example"}, {"ZED@x.example"},
 		{"ik@x.example", "a@x.example", "z@x.example", "ola@x.example", "olgb@x.example"}, // too many spans to split
 		{"nobody@x.example"},
+		{"~nobody@x.example"}, // beyond every part's user ids: no part is read
 	}
 	check := func(stage string) {
 		t.Helper()
@@ -538,5 +541,69 @@ func TestTimeSlices(t *testing.T) {
 	want := [][]string{{"e"}, {"b", "d"}, {"a", "c"}}
 	if !slices.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("slices %v, want %v", got, want)
+	}
+}
+
+// TestUserBoundsOfOldParts: parts recorded before the catalog kept their
+// user ids are read by every user search until the seal loop records
+// them; searches are right before and after.
+func TestUserBoundsOfOldParts(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir, testOptions())
+	at := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	var recs []audit.Record
+	for i, u := range []string{"Ann@x.example", "bob@x.example", "carl@x.example", "", "dora@x.example"} {
+		recs = append(recs, mkrec("acme", fmt.Sprintf("u%d", i), at.Add(time.Duration(i)*24*time.Hour), u))
+	}
+	mustAppend(t, db, recs)
+	if err := db.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range db.Parts() {
+		if !p.UsersKnown || (p.MaxUser == "") != (p.Day == "2026-06-04") {
+			t.Fatalf("a new part's user ids are not recorded: %+v", p)
+		}
+	}
+	db.Close()
+	// The catalog as an older version wrote it.
+	cat, err := loadCatalog(filepath.Join(dir, "catalog.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range cat.Parts {
+		cat.Parts[i].MinUser, cat.Parts[i].MaxUser, cat.Parts[i].UsersKnown = "", "", false
+	}
+	if err := cat.save(filepath.Join(dir, "catalog.json")); err != nil {
+		t.Fatal(err)
+	}
+	opts := testOptions()
+	opts.Tick = time.Hour // the seal loop records the bounds only when asked below
+	db = openTest(t, dir, opts)
+	defer db.Close()
+	search := func(stage string) {
+		t.Helper()
+		for user, want := range map[string]int{"ann@x.example": 1, "BOB@x.example": 1, "dora@X.example": 1, "eve@x.example": 0} {
+			n, err := db.Count(ctx, "acme", Query{Filter: Filter{UserIDs: []string{user}}})
+			if err != nil || n != int64(want) {
+				t.Errorf("%s: %s: %d, %v; want %d", stage, user, n, err, want)
+			}
+		}
+	}
+	search("bounds unknown")
+	if err := db.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range db.Parts() {
+		var lo, hi sql.NullString
+		db.sql.QueryRow("SELECT min(user_id), max(user_id) FROM read_parquet(?)", db.path(p.Path)).Scan(&lo, &hi)
+		if !p.UsersKnown || p.MinUser != lo.String || p.MaxUser != hi.String {
+			t.Errorf("part %s: recorded users %q to %q (known %v), want %q to %q", p.Path, p.MinUser, p.MaxUser, p.UsersKnown, lo.String, hi.String)
+		}
+	}
+	search("bounds recorded")
+	if p := (Part{UsersKnown: true, MinUser: "b", MaxUser: "d"}); p.mayHoldUsers("a", "az") || p.mayHoldUsers("e", "f") ||
+		!p.mayHoldUsers("a", "b") || !p.mayHoldUsers("c", "c") || !p.mayHoldUsers("d", "z") ||
+		(Part{UsersKnown: true}).mayHoldUsers("", "z") || !(Part{}).mayHoldUsers("x", "y") {
+		t.Error("mayHoldUsers")
 	}
 }

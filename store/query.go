@@ -27,11 +27,11 @@ type Query struct {
 // slimColumns are the columns a Slim query reads, in scanSlim's order.
 const slimColumns = "tenant, id, creation_time, record_type, operation, user_id, workload, raw"
 
-// source is one SQL relation holding records: a head scan or a
-// read_parquet over sealed parts.
+// source is one SQL relation holding records: a head scan, or sealed
+// parts read by one read_parquet.
 type source struct {
-	sql    string
-	sealed bool // Parquet, whose row groups DuckDB prunes by statistics
+	sql   string // the head scan
+	parts []Part // or the sealed parts
 }
 
 // sources returns the SQL relations holding the tenant's records in view v
@@ -68,36 +68,61 @@ func (db *DB) sourcesOf(tenant string, q Query, gens []*headGen, parts []Part) [
 		out = append(out, source{sql: headSQL(g, tenant, q.From, q.To)})
 	}
 	if len(parts) > 0 {
-		paths := make([]string, len(parts))
-		for i, p := range parts {
-			paths[i] = sqlString(db.path(p.Path))
-		}
-		out = append(out, source{sql: fmt.Sprintf("read_parquet([%s], union_by_name = true)", strings.Join(paths, ", ")), sealed: true})
+		out = append(out, source{parts: parts})
 	}
 	return out
+}
+
+// readParts is the relation of the records in parts.
+func (db *DB) readParts(parts []Part) string {
+	paths := make([]string, len(parts))
+	for i, p := range parts {
+		paths[i] = sqlString(db.path(p.Path))
+	}
+	return fmt.Sprintf("read_parquet([%s], union_by_name = true)", strings.Join(paths, ", "))
 }
 
 // union selects cols from every source with q's condition pushed into
 // each branch, so Parquet row groups are pruned by their statistics. A
 // user filter splits the sealed parts' scan into one branch per range of
 // the users' spellings (Filter.userSplits), each of which DuckDB can prune
-// by; the branches' rows are disjoint.
-func union(sources []source, cols string, q Query) (string, []any) {
+// by; the branches' rows are disjoint. A branch reads only the parts whose
+// range of user ids meets its range, and is left out when none does: a
+// scan that matches nothing still cost DuckDB ~1 ms per file and column
+// read, a third of a search for one user.
+func (db *DB) union(sources []source, cols string, q Query) (string, []any) {
 	where, args := q.where(nil)
 	splits := q.userSplits()
 	var branches []string
 	var all []any
 	for _, s := range sources {
-		if !s.sealed || splits == nil {
+		switch {
+		case s.parts == nil:
 			branches = append(branches, "SELECT "+cols+" FROM "+s.sql+where)
 			all = append(all, args...)
-			continue
+		case splits == nil:
+			branches = append(branches, "SELECT "+cols+" FROM "+db.readParts(s.parts)+where)
+			all = append(all, args...)
+		default:
+			for i, sp := range splits {
+				var parts []Part
+				for _, p := range s.parts {
+					if p.mayHoldUsers(sp.lo, sp.hi) {
+						parts = append(parts, p)
+					}
+				}
+				if len(parts) == 0 {
+					continue
+				}
+				w, a := q.where(&splits[i])
+				branches = append(branches, "SELECT "+cols+" FROM "+db.readParts(parts)+w)
+				all = append(all, a...)
+			}
 		}
-		for i := range splits {
-			w, a := q.where(&splits[i])
-			branches = append(branches, "SELECT "+cols+" FROM "+s.sql+w)
-			all = append(all, a...)
-		}
+	}
+	if len(branches) == 0 {
+		// No part may hold the users: a relation with the columns and no rows.
+		return "SELECT " + cols + " FROM " + db.readParts(sources[len(sources)-1].parts) + " WHERE false", nil
 	}
 	return strings.Join(branches, " UNION ALL "), all
 }
@@ -128,7 +153,7 @@ func (db *DB) Records(ctx context.Context, tenant string, q Query, fn func(*audi
 
 // queryRecords runs the query of q's records in srcs, newest first.
 func (db *DB) queryRecords(ctx context.Context, q Query, srcs []source, cols string) (*sql.Rows, error) {
-	stmt, args := union(srcs, cols, q)
+	stmt, args := db.union(srcs, cols, q)
 	stmt += " ORDER BY creation_time DESC, id DESC"
 	if q.Limit > 0 {
 		stmt += fmt.Sprintf(" LIMIT %d", q.Limit)
@@ -271,7 +296,7 @@ func (db *DB) Count(ctx context.Context, tenant string, q Query) (int64, error) 
 		return 0, nil
 	}
 	var n int64
-	stmt, args := union(srcs, "1 AS x", q)
+	stmt, args := db.union(srcs, "1 AS x", q)
 	err := db.sql.QueryRowContext(ctx, "SELECT count(*) FROM ("+stmt+")", args...).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("store: count records: %w", err)
@@ -299,7 +324,7 @@ func (db *DB) Histogram(ctx context.Context, tenant string, q Query, interval ti
 	if len(srcs) == 0 {
 		return nil, nil
 	}
-	stmt, args := union(srcs, "epoch_us(creation_time) AS us", q)
+	stmt, args := db.union(srcs, "epoch_us(creation_time) AS us", q)
 	step := interval.Microseconds()
 	rows, err := db.sql.QueryContext(ctx, fmt.Sprintf(
 		"SELECT (us // %d) * %d AS b, count(*) FROM (%s) GROUP BY b ORDER BY b", step, step, stmt), args...)
