@@ -26,6 +26,20 @@ type Part struct {
 	SHA256  string    `json:"sha256"`
 	Level   int       `json:"level"` // 0: written by a seal; 1: a day's parts merged; 2: a week's block
 	Created time.Time `json:"created"`
+	// The smallest and largest user_id, byte-wise, when UsersKnown (both
+	// empty: the part has none). Parts written before these were recorded
+	// get them from the seal loop (DB.recordUserBounds).
+	MinUser    string `json:"min_user,omitempty"`
+	MaxUser    string `json:"max_user,omitempty"`
+	UsersKnown bool   `json:"users_known,omitempty"`
+}
+
+// mayHoldUsers reports whether p may hold a user_id in [lo, hi].
+func (p Part) mayHoldUsers(lo, hi string) bool {
+	if !p.UsersKnown {
+		return true
+	}
+	return p.MaxUser != "" && p.MinUser <= hi && lo <= p.MaxUser
 }
 
 const dayLayout = "2006-01-02"
@@ -115,6 +129,18 @@ func (c *catalog) parts(tenant string, from, to time.Time) []Part {
 		out = append(out, p)
 	}
 	return out
+}
+
+// withUserBounds returns a new catalog with the user bounds of the parts
+// at the paths of bounds set.
+func (c *catalog) withUserBounds(bounds map[string][2]string) *catalog {
+	n := &catalog{SealedThrough: c.SealedThrough, Parts: append([]Part(nil), c.Parts...)}
+	for i := range n.Parts {
+		if b, ok := bounds[n.Parts[i].Path]; ok {
+			n.Parts[i].MinUser, n.Parts[i].MaxUser, n.Parts[i].UsersKnown = b[0], b[1], true
+		}
+	}
+	return n
 }
 
 // has reports whether the catalog lists a part at path.

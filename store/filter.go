@@ -41,8 +41,9 @@ type Cursor struct {
 }
 
 // where builds the SQL condition for q's time range, cursor and filter,
-// with its arguments.
-func (q Query) where() (string, []any) {
+// with its arguments. A non-nil span replaces the user filter by one of
+// its alternatives (see userSplits).
+func (q Query) where(span *userSpan) (string, []any) {
 	var conds []string
 	var args []any
 	add := func(cond string, a ...any) {
@@ -62,7 +63,15 @@ func (q Query) where() (string, []any) {
 	str := func(expr string, vals []string) { addAnyOf(add, expr, vals, func(v string) []any { return []any{v} }) }
 	str("lower(operation) = lower(?)", f.Operations)
 	str("lower(workload) = lower(?)", f.Workloads)
-	addAnyOf(add, "(user_id BETWEEN ? AND ? AND lower(user_id) = lower(?))", f.UserIDs, userArgs)
+	const userCond = "(user_id BETWEEN ? AND ? AND lower(user_id) = lower(?))"
+	if span != nil {
+		add(userCond, span.lo, span.hi, span.user)
+	} else {
+		addAnyOf(add, userCond, f.UserIDs, func(v string) []any {
+			lo, hi := userBounds(v)
+			return []any{lo, hi, v}
+		})
+	}
 	str("session_id = ?", f.SessionIDs)
 	str("lower(result_status) = lower(?)", f.ResultStatuses)
 	// The column holds the ids joined by spaces; ids never contain one.
@@ -83,20 +92,120 @@ func (q Query) where() (string, []any) {
 	return " WHERE " + strings.Join(conds, " AND "), args
 }
 
-// userArgs bound a user id's spellings in any case, so that DuckDB can skip
-// the row groups of files sorted by user whose min/max statistics rule the
-// user out: a user's MailItemsAccessed over months costs a third as much.
-// The bounds are the byte-wise smallest and largest strings whose lower
-// case is the id's: upper-case letters sort first, lower-case after, and
-// the Kelvin sign, the one non-ASCII character whose lower case is ASCII
-// (k), after both. Ids with other non-ASCII text are not bounded.
-func userArgs(v string) []any {
-	for i := 0; i < len(v); i++ {
-		if v[i] >= 0x80 {
-			return []any{"", "\U0010FFFF", v}
+// The user filter compares lower(user_id) with lower(v), which no Parquet
+// statistic can prune by. What can prune is a byte range of user_id that
+// holds every spelling s with lower(s) = lower(v): DuckDB then skips the
+// row groups of files sorted by user whose min/max statistics rule the
+// user out.
+//
+// For an ASCII id the spellings are fixed: each letter is its upper case,
+// its lower case, or, for i and k, the one non-ASCII character whose
+// DuckDB lower case is that letter (İ U+0130, the Kelvin sign U+212A;
+// found by lowering every code point). Byte-wise, upper-case letters sort
+// before lower-case ones and those two characters after both, so every
+// spelling lies between the all-upper-case spelling and the one with the
+// largest character at each letter. Ids with other non-ASCII text are not
+// bounded.
+//
+// That one range is wide, though: "OLGA@X" to "olga@x" holds every user
+// whose id sorts between an upper-case O and "olga@x", so a search for one
+// user read half of each file. Split on the first letter's spellings, each
+// range is tight ("oLGA@X" to "olga@x" holds only the users from "o" to
+// "olga@x" that start with a lower-case o), and a scan of each range skips
+// all but a few row groups; DuckDB prunes by one range per column but not
+// by an OR of several.
+
+// userSpan is one range of a user filter's spellings: rows whose user_id
+// lies in [lo, hi] and whose lower case is user's.
+type userSpan struct {
+	lo, hi, user string
+}
+
+// maxUserSpans caps the scans a user filter splits into: each costs a pass
+// over the files' metadata even when it matches nothing.
+const maxUserSpans = 8
+
+// userSplits returns alternatives to the user filter for scans of sealed
+// parts: each row matching the filter matches exactly one of them. It
+// returns nil when the filter is empty or would split into too many (the
+// filter then stays one condition).
+func (f Filter) userSplits() []userSpan {
+	if len(f.UserIDs) == 0 {
+		return nil
+	}
+	var out []userSpan
+	seen := map[string]bool{}
+	for _, v := range f.UserIDs {
+		low, ok := asciiLower(v)
+		if !ok {
+			return nil
+		}
+		if seen[low] {
+			continue // one lower case, one set of rows: a second span would repeat them
+		}
+		seen[low] = true
+		out = append(out, userSpans(low)...)
+		if len(out) > maxUserSpans {
+			return nil
 		}
 	}
-	return []any{strings.ToUpper(v), strings.ReplaceAll(strings.ToLower(v), "k", "\u212A"), v}
+	return out
+}
+
+// asciiLower returns v in lower case, and whether v is ASCII.
+func asciiLower(v string) (string, bool) {
+	for i := 0; i < len(v); i++ {
+		if v[i] >= 0x80 {
+			return "", false
+		}
+	}
+	return strings.ToLower(v), true
+}
+
+// letterSpellings are the spellings of an ASCII lower-case letter c whose
+// DuckDB lower case is c, in byte order.
+func letterSpellings(c byte) []string {
+	switch c {
+	case 'i':
+		return []string{"I", "i", "\u0130"}
+	case 'k':
+		return []string{"K", "k", "\u212A"}
+	}
+	return []string{string(c - 'a' + 'A'), string(c)}
+}
+
+// lowest and highest spell the ASCII lower-case text s with the byte-wise
+// smallest and largest spelling of each letter.
+func lowest(s string) string { return strings.ToUpper(s) }
+
+func highest(s string) string {
+	return strings.NewReplacer("i", "\u0130", "k", "\u212A").Replace(s)
+}
+
+// userSpans splits the spellings of the ASCII lower-case id low on its
+// first letter: one span per spelling of that letter, disjoint and in byte
+// order.
+func userSpans(low string) []userSpan {
+	i := strings.IndexFunc(low, func(r rune) bool { return 'a' <= r && r <= 'z' })
+	if i < 0 {
+		return []userSpan{{low, low, low}} // no letters: one spelling
+	}
+	pre, rest := low[:i], low[i+1:]
+	var out []userSpan
+	for _, c := range letterSpellings(low[i]) {
+		out = append(out, userSpan{pre + c + lowest(rest), pre + c + highest(rest), low})
+	}
+	return out
+}
+
+// userBounds returns the one range holding every spelling of v, or the
+// whole range of strings when v is not ASCII.
+func userBounds(v string) (lo, hi string) {
+	low, ok := asciiLower(v)
+	if !ok {
+		return "", "\U0010FFFF"
+	}
+	return lowest(low), highest(low)
 }
 
 // addAnyOf adds the condition that cond holds for at least one of vals,

@@ -1,8 +1,11 @@
 package store
 
 import (
+	"database/sql"
+	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -312,5 +315,295 @@ func TestUserFilterEveryCase(t *testing.T) {
 	db.Records(ctx, "acme", Query{Filter: Filter{UserIDs: []string{"kim@x.example"}}}, func(r *audit.Record) error { got = append(got, r.ID); return nil })
 	if len(got) != 5 {
 		t.Errorf("head and sealed: %v, want five", got)
+	}
+}
+
+// TestUserFilterSpellings: a user filter finds every spelling whose DuckDB
+// lower case is the id's, and nothing else, once each, whether the filter
+// names one user, several, the same user twice in different cases, or so
+// many that it is not split; sealed and in the head; counted and listed
+// alike. İ (U+0130) lowers to i, so "İM@x" sorts after every ASCII
+// spelling of "im@x" and a bound that ends at "im@x" misses it.
+func TestUserFilterSpellings(t *testing.T) {
+	db := openTest(t, t.TempDir(), testOptions())
+	defer db.Close()
+	at := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	ids := []string{
+		"im@x.example", "IM@X.EXAMPLE", "\u0130M@x.example", "i\u212Am@x.example", "ik@x.example",
+		"oLga@x.example", "Olga@x.example", "olga@x.example", "OLGA@X.EXAMPLE", "olgb@x.example", "ola@x.example",
+		"o1@x.example", "42@x.example", "@x.example", "a@x.example", "z@x.example", "Zed@x.example",
+	}
+	var recs []audit.Record
+	for i, u := range ids {
+		for j := range 3 {
+			recs = append(recs, mkrec("acme", fmt.Sprintf("u%02d-%d", i, j), at.Add(time.Duration(i*3+j)*time.Minute), u))
+		}
+	}
+	// The duckdb reference: which ids lower to which.
+	lower := map[string]string{}
+	for _, u := range ids {
+		var l string
+		if err := db.sql.QueryRowContext(ctx, "SELECT lower(?)", u).Scan(&l); err != nil {
+			t.Fatal(err)
+		}
+		lower[u] = l
+	}
+	filters := [][]string{
+		{"im@x.example"}, {"IM@x.example"}, {"olga@x.example"}, {"OLGA@x.EXAMPLE", "olga@X.example"},
+		{"olga@x.example", "im@x.example"}, {"42@x.example"}, {"@x.example"}, {"ZED@x.example"},
+		{"ik@x.example", "a@x.example", "z@x.example", "ola@x.example", "olgb@x.example"}, // too many spans to split
+		{"nobody@x.example"},
+		{"~nobody@x.example"}, // beyond every part's user ids: no part is read
+	}
+	check := func(stage string) {
+		t.Helper()
+		for _, users := range filters {
+			var want []string
+			for _, r := range recs {
+				for _, u := range users {
+					if lower[r.UserID] == strings.ToLower(u) {
+						want = append(want, r.ID)
+						break
+					}
+				}
+			}
+			var got []string
+			q := Query{Filter: Filter{UserIDs: users}}
+			if err := db.Records(ctx, "acme", q, func(r *audit.Record) error { got = append(got, r.ID); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			n, err := db.Count(ctx, "acme", q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			slices.Sort(want)
+			slices.Sort(got)
+			if !slices.Equal(got, want) || n != int64(len(want)) {
+				t.Errorf("%s: users %q: got %v (count %d), want %v", stage, users, got, n, want)
+			}
+		}
+	}
+	mustAppend(t, db, recs[:len(recs)/2])
+	if err := db.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, db, recs[len(recs)/2:])
+	check("half sealed")
+	if err := db.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("sealed")
+}
+
+// TestUserSpans: every spelling of an id lies in exactly one of its spans,
+// and the spans are disjoint and in order.
+func TestUserSpans(t *testing.T) {
+	for _, id := range []string{"kim@x.example", "im", "olga.brandt@bench.onmicrosoft.com", "42@x", "@", "a", "z9k"} {
+		spans := userSpans(id)
+		for i := 1; i < len(spans); i++ {
+			if spans[i-1].hi >= spans[i].lo {
+				t.Errorf("%s: spans %q and %q overlap or are out of order", id, spans[i-1], spans[i])
+			}
+		}
+		// Every spelling of the first four characters, the rest varied too.
+		var spell func(prefix, rest string)
+		spell = func(prefix, rest string) {
+			if rest == "" || len(prefix) > 12 {
+				for _, tail := range []string{lowest(rest), rest, highest(rest)} {
+					s := prefix + tail
+					n := 0
+					for _, sp := range spans {
+						if sp.lo <= s && s <= sp.hi {
+							n++
+						}
+					}
+					if n != 1 {
+						t.Errorf("%s: spelling %q lies in %d spans", id, s, n)
+					}
+				}
+				return
+			}
+			c := rest[0]
+			if 'a' <= c && c <= 'z' {
+				for _, v := range letterSpellings(c) {
+					spell(prefix+v, rest[1:])
+				}
+			} else {
+				spell(prefix+string(c), rest[1:])
+			}
+		}
+		spell("", id)
+	}
+}
+
+// TestExportBySlices: a query without a limit reads slice by slice of
+// time (several parts of a day, days of parts, the head with late records
+// of sealed days), and returns exactly what one sorted query returns, in
+// the same order, with and without a time range and a cursor, ties of
+// CreationTime included; a callback's error stops it.
+func TestExportBySlices(t *testing.T) {
+	db := openTest(t, t.TempDir(), testOptions())
+	defer db.Close()
+	day := time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
+	var recs []audit.Record
+	for i := range 600 {
+		// Three records share each second: ties are ordered by id.
+		at := day.Add(time.Duration(i/3) * 19 * time.Minute)
+		recs = append(recs, mkrec("acme", fmt.Sprintf("r%04d", (i*7919)%600), at, fmt.Sprintf("u%d@x.example", i%5)))
+	}
+	// Two rounds of seals, so days hold several parts; then the head gets
+	// half the last day and a few late records of the day before.
+	var sealed [2][]audit.Record
+	var head []audit.Record
+	for i, r := range recs {
+		switch h := r.CreationTime.Sub(day).Hours(); {
+		case h >= 48 && i%2 == 0, h >= 30 && h < 31:
+			head = append(head, r)
+		default:
+			sealed[(i*48271)%7%2] = append(sealed[(i*48271)%7%2], r)
+		}
+	}
+	for _, batch := range sealed {
+		mustAppend(t, db, batch)
+		if err := db.Seal(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustAppend(t, db, head)
+	v := db.acquire()
+	gens, parts := holdings(v, "acme", Query{})
+	sl := timeSlices("acme", gens, parts)
+	db.release(v)
+	if len(sl) < 2 || len(parts) < 4 {
+		t.Fatalf("%d parts in %d slices: the test does not exercise slicing", len(parts), len(sl))
+	}
+	for i := 1; i < len(sl); i++ {
+		if !sl[i].newest.Before(sl[i-1].oldest) {
+			t.Fatalf("slices %d and %d overlap", i-1, i)
+		}
+	}
+	// The reference: one query with a limit above the count is never sliced.
+	ids := func(q Query) []string {
+		var out []string
+		if err := db.Records(ctx, "acme", q, func(r *audit.Record) error { out = append(out, r.ID); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	mid := recs[300]
+	for _, q := range []Query{
+		{},
+		{From: day.Add(20 * time.Hour), To: day.Add(50 * time.Hour)},
+		{After: &Cursor{Time: mid.CreationTime, ID: mid.ID}},
+		{Filter: Filter{Operations: []string{"mailitemsaccessed"}}, From: day.Add(time.Hour)},
+	} {
+		want := ids(Query{From: q.From, To: q.To, After: q.After, Filter: q.Filter, Limit: 10_000})
+		got := ids(q)
+		if len(want) == 0 || !slices.Equal(got, want) {
+			t.Errorf("%+v: sliced %d records, one query %d; equal in order: %v", q, len(got), len(want), slices.Equal(got, want))
+		}
+	}
+	stop := errors.New("enough")
+	n := 0
+	err := db.Records(ctx, "acme", Query{}, func(*audit.Record) error {
+		if n++; n == 250 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) || n != 250 {
+		t.Errorf("callback error: %v after %d records", err, n)
+	}
+}
+
+// TestTimeSlices: parts whose times overlap share a slice; slices are
+// newest first and every part is in exactly one.
+func TestTimeSlices(t *testing.T) {
+	at := func(h int) time.Time {
+		return time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(h) * time.Hour)
+	}
+	parts := []Part{
+		{Path: "a", MinTime: at(0), MaxTime: at(24)},
+		{Path: "b", MinTime: at(30), MaxTime: at(40)},
+		{Path: "c", MinTime: at(24), MaxTime: at(29)}, // touches a
+		{Path: "d", MinTime: at(35), MaxTime: at(50)}, // overlaps b
+		{Path: "e", MinTime: at(60), MaxTime: at(70)},
+	}
+	var got [][]string
+	for _, s := range timeSlices("acme", nil, parts) {
+		var names []string
+		for _, p := range s.parts {
+			names = append(names, p.Path)
+		}
+		slices.Sort(names)
+		got = append(got, names)
+	}
+	want := [][]string{{"e"}, {"b", "d"}, {"a", "c"}}
+	if !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("slices %v, want %v", got, want)
+	}
+}
+
+// TestUserBoundsOfOldParts: parts recorded before the catalog kept their
+// user ids are read by every user search until the seal loop records
+// them; searches are right before and after.
+func TestUserBoundsOfOldParts(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir, testOptions())
+	at := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	var recs []audit.Record
+	for i, u := range []string{"Ann@x.example", "bob@x.example", "carl@x.example", "", "dora@x.example"} {
+		recs = append(recs, mkrec("acme", fmt.Sprintf("u%d", i), at.Add(time.Duration(i)*24*time.Hour), u))
+	}
+	mustAppend(t, db, recs)
+	if err := db.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range db.Parts() {
+		if !p.UsersKnown || (p.MaxUser == "") != (p.Day == "2026-06-04") {
+			t.Fatalf("a new part's user ids are not recorded: %+v", p)
+		}
+	}
+	db.Close()
+	// The catalog as an older version wrote it.
+	cat, err := loadCatalog(filepath.Join(dir, "catalog.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range cat.Parts {
+		cat.Parts[i].MinUser, cat.Parts[i].MaxUser, cat.Parts[i].UsersKnown = "", "", false
+	}
+	if err := cat.save(filepath.Join(dir, "catalog.json")); err != nil {
+		t.Fatal(err)
+	}
+	opts := testOptions()
+	opts.Tick = time.Hour // the seal loop records the bounds only when asked below
+	db = openTest(t, dir, opts)
+	defer db.Close()
+	search := func(stage string) {
+		t.Helper()
+		for user, want := range map[string]int{"ann@x.example": 1, "BOB@x.example": 1, "dora@X.example": 1, "eve@x.example": 0} {
+			n, err := db.Count(ctx, "acme", Query{Filter: Filter{UserIDs: []string{user}}})
+			if err != nil || n != int64(want) {
+				t.Errorf("%s: %s: %d, %v; want %d", stage, user, n, err, want)
+			}
+		}
+	}
+	search("bounds unknown")
+	if err := db.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range db.Parts() {
+		var lo, hi sql.NullString
+		db.sql.QueryRow("SELECT min(user_id), max(user_id) FROM read_parquet(?)", db.path(p.Path)).Scan(&lo, &hi)
+		if !p.UsersKnown || p.MinUser != lo.String || p.MaxUser != hi.String {
+			t.Errorf("part %s: recorded users %q to %q (known %v), want %q to %q", p.Path, p.MinUser, p.MaxUser, p.UsersKnown, lo.String, hi.String)
+		}
+	}
+	search("bounds recorded")
+	if p := (Part{UsersKnown: true, MinUser: "b", MaxUser: "d"}); p.mayHoldUsers("a", "az") || p.mayHoldUsers("e", "f") ||
+		!p.mayHoldUsers("a", "b") || !p.mayHoldUsers("c", "c") || !p.mayHoldUsers("d", "z") ||
+		(Part{UsersKnown: true}).mayHoldUsers("", "z") || !(Part{}).mayHoldUsers("x", "y") {
+		t.Error("mayHoldUsers")
 	}
 }

@@ -42,6 +42,8 @@ type headTenant struct {
 	batches [][]*audit.Record
 	rows    int
 	days    map[string]int // UTC day → records
+	minTime time.Time      // the oldest and newest CreationTime
+	maxTime time.Time
 }
 
 func newHeadGen(id int) *headGen {
@@ -76,6 +78,12 @@ func (g *headGen) add(seq uint64, recs []*audit.Record) {
 		ht.rows += len(b)
 		for _, r := range b {
 			ht.days[r.CreationTime.UTC().Format(dayLayout)]++
+			if ht.minTime.IsZero() || r.CreationTime.Before(ht.minTime) {
+				ht.minTime = r.CreationTime
+			}
+			if r.CreationTime.After(ht.maxTime) {
+				ht.maxTime = r.CreationTime
+			}
 		}
 	}
 	g.mu.Unlock()
@@ -94,6 +102,18 @@ func (g *headGen) snapshot(tenant string) ([][]*audit.Record, int) {
 		return nil, 0
 	}
 	return ht.batches[:len(ht.batches):len(ht.batches)], ht.rows
+}
+
+// span returns the oldest and newest CreationTime of the tenant's records
+// as of now; ok is false when it has none.
+func (g *headGen) span(tenant string) (oldest, newest time.Time, ok bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ht := g.tenants[tenant]
+	if ht == nil || ht.rows == 0 {
+		return time.Time{}, time.Time{}, false
+	}
+	return ht.minTime, ht.maxTime, true
 }
 
 func (g *headGen) has(tenant string) bool {

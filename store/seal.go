@@ -97,6 +97,9 @@ func (db *DB) maintain(ctx context.Context, force bool) error {
 	if err := db.compact(ctx, time.Now()); err != nil && ctx.Err() == nil {
 		db.log.Error("compaction failed", "err", err)
 	}
+	if err := db.recordUserBounds(ctx); err != nil && ctx.Err() == nil {
+		db.log.Error("recording the user ids of parts failed", "err", err)
+	}
 	v := db.acquire()
 	through := v.cat.SealedThrough
 	db.release(v)
@@ -274,9 +277,10 @@ func (db *DB) writePart(ctx context.Context, tenant, day string, level int, sel 
 	}
 	p := Part{Tenant: tenant, Day: day, Path: rel, Level: level, Created: time.Now().UTC()}
 	var minT, maxT sql.NullTime
+	var minU, maxU sql.NullString
 	err := db.sql.QueryRowContext(ctx, fmt.Sprintf(
-		"SELECT count(*), min(creation_time), max(creation_time) FROM read_parquet(%s)", sqlString(tmp))).
-		Scan(&p.Rows, &minT, &maxT)
+		"SELECT count(*), min(creation_time), max(creation_time), min(user_id), max(user_id) FROM read_parquet(%s)", sqlString(tmp))).
+		Scan(&p.Rows, &minT, &maxT, &minU, &maxU)
 	if err != nil {
 		return Part{}, fmt.Errorf("read back part %s: %w", rel, err)
 	}
@@ -284,6 +288,7 @@ func (db *DB) writePart(ctx context.Context, tenant, day string, level int, sel 
 		return Part{}, fmt.Errorf("write part %s: no rows", rel)
 	}
 	p.MinTime, p.MaxTime = minT.Time.UTC(), maxT.Time.UTC()
+	p.MinUser, p.MaxUser, p.UsersKnown = minU.String, maxU.String, true
 	if last := p.MaxTime.Format(dayLayout); last != day {
 		p.LastDay = last
 	}
@@ -460,6 +465,45 @@ func (db *DB) mergeParts(ctx context.Context, tenant, day string, level int, ps 
 	db.publish(func(cur *view) *view { return &view{cat: cat, gens: cur.gens} }, func() { db.removeParts(ps) })
 	db.log.Info("compacted", "tenant", tenant, "day", day, "level", level, "parts", len(ps), "rows", rows,
 		"bytes", merged.Bytes, "elapsed", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// userBoundsPerRound caps the parts recordUserBounds reads per round of the
+// seal loop (~20 ms each for a weekly block).
+const userBoundsPerRound = 64
+
+// recordUserBounds records in the catalog the smallest and largest user_id
+// of parts written before the catalog kept them, so that user searches
+// skip the parts that cannot hold the user.
+func (db *DB) recordUserBounds(ctx context.Context) error {
+	v := db.acquire()
+	cat := v.cat
+	db.release(v)
+	bounds := map[string][2]string{}
+	for _, p := range cat.Parts {
+		if p.UsersKnown {
+			continue
+		}
+		if len(bounds) == userBoundsPerRound {
+			break
+		}
+		var lo, hi sql.NullString
+		err := db.sql.QueryRowContext(ctx, fmt.Sprintf("SELECT min(user_id), max(user_id) FROM read_parquet(%s)",
+			sqlString(db.path(p.Path)))).Scan(&lo, &hi)
+		if err != nil {
+			return fmt.Errorf("user ids of %s: %w", p.Path, err)
+		}
+		bounds[p.Path] = [2]string{lo.String, hi.String}
+	}
+	if len(bounds) == 0 {
+		return nil
+	}
+	// Only this goroutine changes the catalog, so cat is still current.
+	next := cat.withUserBounds(bounds)
+	if err := next.save(db.path("catalog.json")); err != nil {
+		return err
+	}
+	db.publish(func(cur *view) *view { return &view{cat: next, gens: cur.gens} })
 	return nil
 }
 
