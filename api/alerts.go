@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"github.com/custos-audit/custos/alert"
 	"github.com/custos-audit/custos/auth"
 	"github.com/custos-audit/custos/detect"
+	"github.com/custos-audit/custos/notify"
+	"github.com/custos-audit/custos/rules"
 	"github.com/custos-audit/custos/selfaudit"
 )
 
@@ -26,15 +29,21 @@ func (s *Server) withDetection(h handler) handler {
 	}
 }
 
-func writeAlertError(w http.ResponseWriter, err error) {
+// writeDetectionError answers an error of the alert store, detection or
+// notification with its status: their not-found, invalid and conflict
+// errors mean the same to a client.
+func writeDetectionError(w http.ResponseWriter, err error) {
+	status := http.StatusInternalServerError
 	switch {
-	case errors.Is(err, alert.ErrNotFound):
-		writeError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, alert.ErrInvalid), errors.Is(err, detect.ErrInvalid):
-		writeError(w, http.StatusBadRequest, err.Error())
-	default:
-		writeError(w, http.StatusInternalServerError, err.Error())
+	case errors.Is(err, alert.ErrNotFound), errors.Is(err, detect.ErrRuleNotFound), errors.Is(err, notify.ErrNotFound):
+		status = http.StatusNotFound
+	case errors.Is(err, detect.ErrRuleConflict):
+		status = http.StatusConflict
+	case errors.Is(err, alert.ErrInvalid), errors.Is(err, detect.ErrInvalid), errors.Is(err, detect.ErrInvalidRule),
+		errors.Is(err, notify.ErrInvalid):
+		status = http.StatusBadRequest
 	}
+	writeError(w, status, err.Error())
 }
 
 // listAlerts answers the tenant's alerts, most recently seen first:
@@ -53,7 +62,7 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request, p auth.Princ
 		}
 	}
 	for _, sev := range splitList(q["severity"]) {
-		i := indexOf(alert.Severities, sev)
+		i := slices.Index(alert.Severities, sev)
 		if i < 0 {
 			writeError(w, http.StatusBadRequest, "severity "+strconv.Quote(sev)+": want one of "+strings.Join(alert.Severities, ", "))
 			return
@@ -62,7 +71,7 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request, p auth.Princ
 	}
 	if len(f.Severities) == 1 {
 		// One severity means "at least this severe".
-		f.Severities = alert.Severities[indexOf(alert.Severities, f.Severities[0]):]
+		f.Severities = alert.Severities[slices.Index(alert.Severities, f.Severities[0]):]
 	}
 	f.Detector = q.Get("detector")
 	list := s.cfg.Alerts.List(r.PathValue("tenant"), f)
@@ -83,15 +92,6 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request, p auth.Princ
 	writeJSON(w, http.StatusOK, map[string]any{"alerts": list})
 }
 
-func indexOf(list []string, v string) int {
-	for i, x := range list {
-		if x == v {
-			return i
-		}
-	}
-	return -1
-}
-
 // splitList flattens repeated and comma-separated query values.
 func splitList(vals []string) []string {
 	var out []string
@@ -108,7 +108,7 @@ func splitList(vals []string) []string {
 func (s *Server) getAlert(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 	a, err := s.cfg.Alerts.Get(r.PathValue("tenant"), r.PathValue("id"))
 	if err != nil {
-		writeAlertError(w, err)
+		writeDetectionError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, a)
@@ -126,7 +126,7 @@ func (s *Server) setAlertStatus(status alert.Status) handler {
 		tenant, id := r.PathValue("tenant"), r.PathValue("id")
 		before, after, err := s.cfg.Alerts.SetStatus(tenant, id, status, p.Name, req.Note)
 		if err != nil {
-			writeAlertError(w, err)
+			writeDetectionError(w, err)
 			return
 		}
 		s.audited(r, action(r, p, tenant, selfaudit.AlertStatusChanged, id, map[string]any{
@@ -157,7 +157,7 @@ func (s *Server) rebuildBaseline(w http.ResponseWriter, r *http.Request, p auth.
 	}
 	rep, err := s.cfg.Detect.Rebuild(r.Context(), s.cfg.Reader, tenant, days, time.Now(), nil)
 	if err != nil {
-		writeAlertError(w, err)
+		writeDetectionError(w, err)
 		return
 	}
 	s.audited(r, action(r, p, tenant, selfaudit.BaselineRebuilt, "", rep))
@@ -180,7 +180,7 @@ func (s *Server) addAllow(w http.ResponseWriter, r *http.Request, p auth.Princip
 	req.Added, req.AddedBy = time.Now().UTC(), p.Name
 	tenant := r.PathValue("tenant")
 	if err := s.cfg.Detect.Allowlist().Add(tenant, req); err != nil {
-		writeAlertError(w, err)
+		writeDetectionError(w, err)
 		return
 	}
 	s.audited(r, action(r, p, tenant, selfaudit.AllowlistChanged, req.Value, map[string]any{"added": req}))
@@ -191,7 +191,7 @@ func (s *Server) removeAllow(w http.ResponseWriter, r *http.Request, p auth.Prin
 	tenant, q := r.PathValue("tenant"), r.URL.Query()
 	removed, err := s.cfg.Detect.Allowlist().Remove(tenant, q.Get("detector"), q.Get("value"))
 	if err != nil {
-		writeAlertError(w, err)
+		writeDetectionError(w, err)
 		return
 	}
 	if !removed {
@@ -215,6 +215,10 @@ type ruleInfo struct {
 	AddedBy string    `json:"addedBy,omitempty"`
 }
 
+func serverRuleInfo(rl *rules.Rule) ruleInfo {
+	return ruleInfo{ID: rl.ID, Title: rl.Title, Level: rl.Level, Scope: "server", Source: rl.Source}
+}
+
 func tenantRuleInfo(tr detect.TenantRule, withYAML bool) ruleInfo {
 	ri := ruleInfo{ID: tr.ID, Title: tr.Title, Level: tr.Level, Scope: "tenant", Added: tr.Added, AddedBy: tr.AddedBy}
 	if withYAML {
@@ -227,7 +231,7 @@ func tenantRuleInfo(tr detect.TenantRule, withYAML bool) ruleInfo {
 func (s *Server) listRules(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 	out := []ruleInfo{}
 	for _, rl := range s.cfg.Detect.Rules() {
-		out = append(out, ruleInfo{ID: rl.ID, Title: rl.Title, Level: rl.Level, Scope: "server", Source: rl.Source})
+		out = append(out, serverRuleInfo(rl))
 	}
 	for _, tr := range s.cfg.Detect.TenantRules().List(r.PathValue("tenant")) {
 		out = append(out, tenantRuleInfo(tr, false))
@@ -239,13 +243,13 @@ func (s *Server) getRule(w http.ResponseWriter, r *http.Request, p auth.Principa
 	id := r.PathValue("id")
 	for _, rl := range s.cfg.Detect.Rules() {
 		if rl.ID == id {
-			writeJSON(w, http.StatusOK, ruleInfo{ID: rl.ID, Title: rl.Title, Level: rl.Level, Scope: "server", Source: rl.Source})
+			writeJSON(w, http.StatusOK, serverRuleInfo(rl))
 			return
 		}
 	}
 	tr, err := s.cfg.Detect.TenantRules().Get(r.PathValue("tenant"), id)
 	if err != nil {
-		writeRuleError(w, err)
+		writeDetectionError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, tenantRuleInfo(tr, true))
@@ -262,7 +266,7 @@ func (s *Server) putRule(w http.ResponseWriter, r *http.Request, p auth.Principa
 	tenant := r.PathValue("tenant")
 	tr, replaced, err := s.cfg.Detect.TenantRules().Put(tenant, r.PathValue("id"), src, p.Name, s.cfg.Detect.ServerRule)
 	if err != nil {
-		writeRuleError(w, err)
+		writeDetectionError(w, err)
 		return
 	}
 	verb, status := "added", http.StatusCreated
@@ -277,22 +281,9 @@ func (s *Server) deleteRule(w http.ResponseWriter, r *http.Request, p auth.Princ
 	tenant := r.PathValue("tenant")
 	tr, err := s.cfg.Detect.TenantRules().Remove(tenant, r.PathValue("id"))
 	if err != nil {
-		writeRuleError(w, err)
+		writeDetectionError(w, err)
 		return
 	}
 	s.audited(r, action(r, p, tenant, selfaudit.RuleChanged, tr.ID, map[string]any{"removed": tenantRuleInfo(tr, false)}))
 	w.WriteHeader(http.StatusNoContent)
-}
-
-func writeRuleError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, detect.ErrRuleNotFound):
-		writeError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, detect.ErrRuleConflict):
-		writeError(w, http.StatusConflict, err.Error())
-	case errors.Is(err, detect.ErrInvalidRule):
-		writeError(w, http.StatusBadRequest, err.Error())
-	default:
-		writeError(w, http.StatusInternalServerError, err.Error())
-	}
 }

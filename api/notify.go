@@ -20,17 +20,6 @@ func (s *Server) withNotify(h handler) handler {
 	}
 }
 
-func writeNotifyError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, notify.ErrNotFound):
-		writeError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, notify.ErrInvalid):
-		writeError(w, http.StatusBadRequest, err.Error())
-	default:
-		writeError(w, http.StatusInternalServerError, err.Error())
-	}
-}
-
 func (s *Server) listChannels(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 	list := s.cfg.Notify.List(r.PathValue("tenant"))
 	if list == nil {
@@ -59,7 +48,7 @@ func (s *Server) addChannel(w http.ResponseWriter, r *http.Request, p auth.Princ
 	tenant := r.PathValue("tenant")
 	st, err := s.cfg.Notify.Add(tenant, notify.Channel{Name: req.Name, URL: req.URL, Format: req.Format, Secret: req.Secret, MinSeverity: req.MinSeverity}, p.Name)
 	if err != nil {
-		writeNotifyError(w, err)
+		writeDetectionError(w, err)
 		return
 	}
 	s.audited(r, action(r, p, tenant, selfaudit.NotificationChanged, st.ID, map[string]any{"added": channelAudit(st)}))
@@ -70,7 +59,7 @@ func (s *Server) removeChannel(w http.ResponseWriter, r *http.Request, p auth.Pr
 	tenant := r.PathValue("tenant")
 	st, err := s.cfg.Notify.Remove(tenant, r.PathValue("id"))
 	if err != nil {
-		writeNotifyError(w, err)
+		writeDetectionError(w, err)
 		return
 	}
 	s.audited(r, action(r, p, tenant, selfaudit.NotificationChanged, st.ID, map[string]any{"removed": channelAudit(st)}))
@@ -82,7 +71,7 @@ func (s *Server) testChannel(w http.ResponseWriter, r *http.Request, p auth.Prin
 	tenant, id := r.PathValue("tenant"), r.PathValue("id")
 	err := s.cfg.Notify.Test(r.Context(), tenant, id)
 	if errors.Is(err, notify.ErrNotFound) {
-		writeNotifyError(w, err)
+		writeDetectionError(w, err)
 		return
 	}
 	result := map[string]any{"delivered": err == nil}

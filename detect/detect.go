@@ -236,11 +236,8 @@ func (e *Engine) apply(seq uint64, recs []audit.Record) {
 		if !ownRecord(r) {
 			findings = e.detect(b, r, pos, start)
 		}
-		if len(rs) > 0 {
-			findings = append(findings, ruleFindings(rs, r, pos)...)
-		}
-		if own := e.own.For(r.Tenant); len(own) > 0 {
-			findings = append(findings, ruleFindings(own, r, pos)...)
+		if own := e.own.For(r.Tenant); len(rs)+len(own) > 0 {
+			findings = append(findings, ruleFindings(r, pos, rs, own)...)
 		}
 		for _, f := range findings {
 			e.raise(f)
@@ -273,10 +270,11 @@ func (e *Engine) raise(f alert.Finding) {
 	e.met.findings.WithLabelValues(f.Detector).Inc()
 }
 
-// ruleFindings evaluates the Sigma rules on r.
-func ruleFindings(rs []*rules.Rule, r *audit.Record, pos uint64) []alert.Finding {
+// ruleFindings evaluates the server's and the tenant's Sigma rules on r in
+// one pass, so the record is decoded once.
+func ruleFindings(r *audit.Record, pos uint64, sets ...[]*rules.Rule) []alert.Finding {
 	var out []alert.Finding
-	for _, rule := range rules.Matching(rs, r) {
+	for _, rule := range rules.Matching(r, sets...) {
 		id := rule.ID
 		if id == "" {
 			id = rule.Title

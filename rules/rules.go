@@ -91,13 +91,16 @@ func loadFS(fsys fs.FS, prefix string) ([]*Rule, error) {
 	return out, errors.Join(errs...)
 }
 
-// Matching returns the rules r matches, in the order given.
-func Matching(rs []*Rule, r *audit.Record) []*Rule {
+// Matching returns the rules of sets that r matches, in the order given.
+// The record is decoded at most once however many sets there are.
+func Matching(r *audit.Record, sets ...[]*Rule) []*Rule {
 	ev := Event(r)
 	var out []*Rule
-	for _, x := range rs {
-		if x.Match(ev) {
-			out = append(out, x)
+	for _, rs := range sets {
+		for _, x := range rs {
+			if x.Match(ev) {
+				out = append(out, x)
+			}
 		}
 	}
 	return out

@@ -127,12 +127,12 @@ func TestBundledRulesPositiveAndNegative(t *testing.T) {
 			continue
 		}
 		for i, raw := range c.match {
-			if got := Matching([]*Rule{r}, rec(t, "pos", raw)); len(got) != 1 {
+			if got := Matching(rec(t, "pos", raw), []*Rule{r}); len(got) != 1 {
 				t.Errorf("%s: positive %d did not match: %s", name, i, raw)
 			}
 		}
 		for i, raw := range c.noMatch {
-			if got := Matching([]*Rule{r}, rec(t, "neg", raw)); len(got) != 0 {
+			if got := Matching(rec(t, "neg", raw), []*Rule{r}); len(got) != 0 {
 				t.Errorf("%s: negative %d matched: %s", name, i, raw)
 			}
 		}
@@ -158,7 +158,7 @@ detection:
 	}
 	hit := rec(t, "a", `"Operation":"Add-FederatedDomain","RecordType":1,"ResultStatus":"True","Workload":"Exchange"`)
 	failed := rec(t, "b", `"Operation":"Add-FederatedDomain","RecordType":1,"ResultStatus":"False","Workload":"Exchange"`)
-	if len(Matching([]*Rule{r}, hit)) != 1 || len(Matching([]*Rule{r}, failed)) != 0 {
+	if len(Matching(hit, []*Rule{r})) != 1 || len(Matching(failed, []*Rule{r})) != 0 {
 		t.Error("eventSource/eventName/status mapping")
 	}
 	ev := Event(rec(t, "c", `"Operation":"Consent to application.","RecordType":8,"Workload":"AzureActiveDirectory","ModifiedProperties":[{"Name":"ConsentContext.IsAdminConsent","NewValue":"True","OldValue":""}],"ExtendedProperties":[{"Name":"extendedAuditEventCategory","Value":"ServicePrincipal"}]`))
@@ -233,7 +233,7 @@ func TestBundledRulesCatchSimulatedAttacks(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, injected := sim.Injected()
-			for _, m := range Matching(rs, &r) {
+			for _, m := range Matching(&r, rs) {
 				if injected {
 					hits[filepath.Base(m.Source)]++
 				}
@@ -272,7 +272,7 @@ func TestBundledRulesOnPublishedRecords(t *testing.T) {
 			if err != nil {
 				continue
 			}
-			for _, m := range Matching(rs, &r) {
+			for _, m := range Matching(&r, rs) {
 				if byOp[r.Operation] == nil {
 					byOp[r.Operation] = map[string]int{}
 				}

@@ -295,7 +295,7 @@ func (t *ruleTester) read(r io.Reader, name string) error {
 			continue
 		}
 		t.records++
-		for _, m := range rules.Matching(t.rules, &rec) {
+		for _, m := range rules.Matching(&rec, t.rules) {
 			t.matches++
 			t.counts[m]++
 			if err := t.report(m, &rec); err != nil {
