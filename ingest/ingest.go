@@ -67,7 +67,8 @@ func (r *Result) reject(e RecordError) {
 // Batch is one request's worth of records to ingest.
 type Batch struct {
 	Tenant   string
-	Source   string    // who sent it (token name), kept with each record
+	Source   string    // who sent it (the source's or token's name), kept with each record
+	Sequence uint64    // the sender's batch number (X-Custos-Sequence); 0 when it numbers none
 	Body     io.Reader // the request body, still encoded
 	Encoding string    // Content-Encoding: "", "identity", "gzip" or "zstd"
 	Mapping  string    // name of a configured mapping; "" for Microsoft 365 records
@@ -82,7 +83,28 @@ type Service struct {
 	mappings map[string]*audit.Mapping
 	parsers  sync.Pool
 	metrics  *metrics
+	observer Observer
 	now      func() time.Time
+}
+
+// Observer learns of every batch ingest stored: source tracking counts
+// what each source delivers from it. Delivered must be quick; it is called
+// on the request's path.
+type Observer interface {
+	Delivered(Delivery)
+}
+
+// Delivery is what one batch brought.
+type Delivery struct {
+	Tenant, Source string
+	Sequence       uint64
+	At             time.Time // when it was received
+	Accepted       int
+	Duplicate      int
+	Rejected       int
+	// Hours counts the accepted records per hour of CreationTime, keyed by
+	// Unix hour (seconds / 3600).
+	Hours map[int64]int
 }
 
 // Config configures a Service.
@@ -90,6 +112,10 @@ type Config struct {
 	MaxBodyBytes int64                     // decoded body limit (default 256 MiB)
 	Mappings     map[string]*audit.Mapping // named mappings for non-Microsoft sources
 	Registerer   prometheus.Registerer     // where metrics go; nil for none
+	Observer     Observer                  // told of every stored batch; nil for none
+	// Now stamps records' Received time; nil for the wall clock. Tests of
+	// lateness set it.
+	Now func() time.Time
 }
 
 // New returns a Service writing to store.
@@ -102,7 +128,11 @@ func New(store Appender, cfg Config) *Service {
 		maxBody:  cfg.MaxBodyBytes,
 		mappings: cfg.Mappings,
 		metrics:  newMetrics(cfg.Registerer),
+		observer: cfg.Observer,
 		now:      func() time.Time { return time.Now().UTC() },
+	}
+	if cfg.Now != nil {
+		s.now = func() time.Time { return cfg.Now().UTC() }
 	}
 	s.parsers.New = func() any { return new(audit.Parser) }
 	return s
@@ -168,21 +198,32 @@ func (s *Service) Ingest(ctx context.Context, b Batch) (Result, error) {
 	} else {
 		splitLines(body, add)
 	}
+	var hours map[int64]int
 	if len(recs) > 0 {
 		dup, err := s.store.Append(ctx, recs)
 		if err != nil {
 			s.metrics.failed(b.Tenant, len(recs))
 			return Result{}, err
 		}
-		for _, d := range dup {
+		if s.observer != nil {
+			hours = make(map[int64]int, 4)
+		}
+		for i, d := range dup {
 			if d {
 				res.Duplicate++
-			} else {
-				res.Accepted++
+				continue
+			}
+			res.Accepted++
+			if hours != nil {
+				hours[recs[i].CreationTime.Unix()/3600]++
 			}
 		}
 	}
 	s.metrics.observe(b.Tenant, res, time.Since(start))
+	if s.observer != nil {
+		s.observer.Delivered(Delivery{Tenant: b.Tenant, Source: b.Source, Sequence: b.Sequence, At: now,
+			Accepted: res.Accepted, Duplicate: res.Duplicate, Rejected: res.Rejected, Hours: hours})
+	}
 	return res, nil
 }
 
