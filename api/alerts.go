@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -75,15 +74,8 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request, p auth.Princ
 	}
 	f.Detector = q.Get("detector")
 	list := s.cfg.Alerts.List(r.PathValue("tenant"), f)
-	if q.Get("format") == "ndjson" || strings.Contains(r.Header.Get("Accept"), "ndjson") {
-		w.Header().Set("Content-Type", "application/x-ndjson")
-		enc := json.NewEncoder(w)
-		enc.SetEscapeHTML(false)
-		for _, a := range list {
-			if enc.Encode(a) != nil {
-				return
-			}
-		}
+	if wantsNDJSON(r) {
+		writeNDJSON(w, list)
 		return
 	}
 	if list == nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/custos-audit/custos/queryjob"
 	"github.com/custos-audit/custos/retention"
 	"github.com/custos-audit/custos/selfaudit"
+	"github.com/custos-audit/custos/source"
 	"github.com/custos-audit/custos/store"
 )
 
@@ -43,6 +44,7 @@ type Config struct {
 	Alerts    *alert.Store     // nil: detection is off
 	Detect    *detect.Engine   // nil: detection is off
 	Notify    *notify.Notifier // nil: detection is off
+	Sources   *source.Registry // nil: sources are not tracked
 	Ready     func() error     // nil error when the server can take writes
 	Metrics   http.Handler     // Prometheus exposition
 	Logger    *slog.Logger
@@ -113,6 +115,10 @@ func New(cfg Config) *Server {
 	handle("GET /api/v1/tenants/{tenant}/rules/{id}", s.tenantRoute(auth.RoleRead, s.withDetection(s.getRule)))
 	handle("PUT /api/v1/tenants/{tenant}/rules/{id}", s.tenantRoute(auth.RoleAdmin, s.withDetection(s.putRule)))
 	handle("DELETE /api/v1/tenants/{tenant}/rules/{id}", s.tenantRoute(auth.RoleAdmin, s.withDetection(s.deleteRule)))
+	handle("GET /api/v1/tenants/{tenant}/sources", s.tenantRoute(auth.RoleRead, s.withSources(s.listSources)))
+	handle("GET /api/v1/tenants/{tenant}/sources/{name}", s.tenantRoute(auth.RoleRead, s.withSources(s.getSource)))
+	handle("GET /api/v1/tenants/{tenant}/sources/{name}/coverage", s.tenantRoute(auth.RoleRead, s.withSources(s.coverage)))
+	handle("POST /api/v1/tenants/{tenant}/sources/{name}/heartbeat", s.tenantRoute(auth.RoleIngest, s.withSources(s.heartbeat)))
 	handle("GET /api/v1/tenants/{tenant}/notifications", s.tenantRoute(auth.RoleRead, s.withNotify(s.listChannels)))
 	handle("POST /api/v1/tenants/{tenant}/notifications", s.tenantRoute(auth.RoleAdmin, s.withNotify(s.addChannel)))
 	handle("DELETE /api/v1/tenants/{tenant}/notifications/{id}", s.tenantRoute(auth.RoleAdmin, s.withNotify(s.removeChannel)))
@@ -389,13 +395,15 @@ func (s *Server) ingestRecords(w http.ResponseWriter, r *http.Request, p auth.Pr
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes is over the %d byte limit; send smaller batches", r.ContentLength, limit))
 		return
 	}
-	source := p.Name
-	if source == "" {
-		source = "token:" + p.TokenID
+	src, seq, err := batchSource(r, p)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
 	}
 	res, err := s.cfg.Ingest.Ingest(r.Context(), ingest.Batch{
 		Tenant:   r.PathValue("tenant"),
-		Source:   source,
+		Source:   src,
+		Sequence: seq,
 		Body:     http.MaxBytesReader(w, r.Body, limit),
 		Encoding: r.Header.Get("Content-Encoding"),
 		Mapping:  r.URL.Query().Get("mapping"),

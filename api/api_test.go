@@ -26,6 +26,7 @@ import (
 	"github.com/custos-audit/custos/queryjob"
 	"github.com/custos-audit/custos/retention"
 	"github.com/custos-audit/custos/selfaudit"
+	"github.com/custos-audit/custos/source"
 	"github.com/custos-audit/custos/store"
 )
 
@@ -40,6 +41,7 @@ type env struct {
 	alerts *alert.Store
 	notify *notify.Notifier
 	engine *detect.Engine
+	src    *source.Registry
 	clock  time.Time         // retention's now; zero means the real clock
 	tokens map[string]string // "alpha/ingest", "global/admin", ... → token
 	ids    map[string]string // same keys → token id
@@ -78,10 +80,15 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, db: db, reg: reg, ret: ret, alerts: alerts, engine: engine, notify: notifier, tokens: map[string]string{}, ids: map[string]string{}}
+	sources, err := source.Open(source.Config{Dir: filepath.Join(dir, "sources"), Arrivals: db, Alerts: alerts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, db: db, reg: reg, ret: ret, alerts: alerts, engine: engine, notify: notifier, src: sources, tokens: map[string]string{}, ids: map[string]string{}}
 	e.api = New(Config{
 		Registry: reg,
-		Ingest:   ingest.New(db, ingest.Config{MaxBodyBytes: 4 << 20, Registerer: promReg}),
+		Ingest:   ingest.New(db, ingest.Config{MaxBodyBytes: 4 << 20, Registerer: promReg, Observer: sources}),
+		Sources:  sources,
 		Reader:   db,
 		Retention: retention.NewEnforcer(retention.EnforcerConfig{Registry: ret, Store: db, DefaultDays: retention.DefaultDays,
 			Now: func() time.Time { return e.now() }}),
@@ -108,6 +115,9 @@ func newEnv(t *testing.T) *env {
 			t.Fatal(err)
 		}
 		e.ids[tenant+"/channel"] = ch.ID
+		if err := sources.Report(tenant, tenant+"-fwd", source.Heartbeat{Kind: source.KindForwarder}); err != nil {
+			t.Fatal(err)
+		}
 		if _, _, err := engine.TenantRules().Put(tenant, tenant+"-rule", []byte(ruleYAML(tenant+"-rule")), "", engine.ServerRule); err != nil {
 			t.Fatal(err)
 		}
@@ -247,6 +257,23 @@ var isolationCases = map[string]isolationCase{
 	"DELETE /api/v1/tenants/{tenant}/queries/{id}": {
 		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/queries/0123456789abcdef01234567" },
 		need: auth.RoleRead,
+	},
+	"GET /api/v1/tenants/{tenant}/sources": {
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/sources" },
+		need: auth.RoleRead,
+	},
+	"GET /api/v1/tenants/{tenant}/sources/{name}": {
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/sources/" + t + "-fwd" },
+		need: auth.RoleRead,
+	},
+	"GET /api/v1/tenants/{tenant}/sources/{name}/coverage": {
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/sources/" + t + "-fwd/coverage?from=2d" },
+		need: auth.RoleRead,
+	},
+	"POST /api/v1/tenants/{tenant}/sources/{name}/heartbeat": {
+		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/sources/" + t + "-fwd/heartbeat" },
+		body: func(t string) []byte { return []byte(`{"kind":"forwarder","sequence":7}`) },
+		need: auth.RoleIngest,
 	},
 	"GET /api/v1/tenants/{tenant}/retention/policies": {
 		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/retention/policies" },
@@ -465,6 +492,9 @@ func TestTenantIsolationOnEveryRoute(t *testing.T) {
 	}
 	if rs := e.engine.TenantRules().List("beta"); len(rs) != 1 || rs[0].ID != "beta-rule" {
 		t.Fatalf("alpha changed beta's rules: %+v", rs)
+	}
+	if st, err := e.src.Get("beta", "beta-fwd"); err != nil || st.Heartbeat == nil || st.Heartbeat.Sequence != 0 {
+		t.Fatalf("alpha changed beta's source: %+v %v", st, err)
 	}
 	if chs := e.notify.List("beta"); len(chs) != 1 || chs[0].ID != e.ids["beta/channel"] {
 		t.Fatalf("alpha changed beta's notification channels: %+v", chs)

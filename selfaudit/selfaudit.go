@@ -23,6 +23,9 @@ import (
 // Workload is the Workload of every self-audit record.
 const Workload = "Custos"
 
+// Source names custos itself as the sender of its self-audit records.
+const Source = "custos"
+
 // SystemTenant is the tenant whose log holds actions that concern no one
 // tenant: global tokens, and the server's own jobs across tenants.
 const SystemTenant = "custos"
@@ -170,7 +173,7 @@ func (r *Recorder) Record(ctx context.Context, a Action) error {
 	}
 	deadline := now.Add(r.wait)
 	for {
-		res, err := r.ingest.Ingest(ctx, ingest.Batch{Tenant: a.Tenant, Source: "custos", Body: bytes.NewReader(raw), NDJSON: true})
+		res, err := r.ingest.Ingest(ctx, ingest.Batch{Tenant: a.Tenant, Source: Source, Body: bytes.NewReader(raw), NDJSON: true})
 		if errors.Is(err, store.ErrBusy) && r.now().Before(deadline) {
 			select {
 			case <-ctx.Done():

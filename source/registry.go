@@ -17,6 +17,7 @@ import (
 	"github.com/custos-audit/custos/alert"
 	"github.com/custos-audit/custos/durable"
 	"github.com/custos-audit/custos/ingest"
+	"github.com/custos-audit/custos/selfaudit"
 	"github.com/custos-audit/custos/store"
 )
 
@@ -234,7 +235,9 @@ func (r *Registry) Recount(ctx context.Context) error {
 			}
 		}
 		for _, a := range arr {
-			if a.Source == "" {
+			// custos's own audit records come when admins act, not on
+			// any schedule: they are no source to watch.
+			if a.Source == "" || a.Source == selfaudit.Source {
 				continue
 			}
 			e := r.get(t, a.Source, KindIngest, now)
@@ -249,7 +252,7 @@ func (r *Registry) Recount(ctx context.Context) error {
 
 // Delivered implements ingest.Observer.
 func (r *Registry) Delivered(d ingest.Delivery) {
-	if d.Source == "" {
+	if d.Source == "" || d.Source == selfaudit.Source {
 		return
 	}
 	r.mu.Lock()

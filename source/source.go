@@ -195,8 +195,10 @@ func judge(exp float64, observed, late int64, lowFraction float64) string {
 		return Complete
 	}
 	now := short(observed)
-	if now == Complete && late > 0 && short(observed-late) != Complete {
-		return LateFilled
+	if now == Complete && late > 0 {
+		if before := short(observed - late); before == Missing || before == Partial {
+			return LateFilled
+		}
 	}
 	return now
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/custos-audit/custos/retention"
 	"github.com/custos-audit/custos/rules"
 	"github.com/custos-audit/custos/selfaudit"
+	"github.com/custos-audit/custos/source"
 	"github.com/custos-audit/custos/store"
 )
 
@@ -57,6 +58,8 @@ func runServe(ctx context.Context, args []string) error {
 		geoip        = fs.String("geoip", "", "comma-separated MaxMind-format .mmdb files (ASN, country) for network baselines")
 		learningDays = fs.Int("learning-days", 14, "days each tenant's baselines learn before they alert")
 		shutdownWait = fs.Duration("shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on shutdown")
+		silence      = fs.Duration("source-silence", 15*time.Minute, "alert when a source sends nothing (or only heartbeats) for this long")
+		lowFraction  = fs.Float64("source-low-fraction", 0.25, "alert when an hour brings less than this fraction of a source's learned volume")
 	)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -112,7 +115,23 @@ func runServe(ctx context.Context, args []string) error {
 	}
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), db.Collector())
-	svc := ingest.New(db, ingest.Config{MaxBodyBytes: *maxBody, Mappings: maps, Registerer: promReg})
+	var det detection
+	if *detectOn {
+		if det, err = openDetection(db, *data, *rulesDir, *geoip, *learningDays, promReg, log); err != nil {
+			db.Close()
+			return err
+		}
+		defer det.alerts.Close()
+	} else if err := db.DropFeed(detectionFeed); err != nil {
+		log.Warn("releasing detection's hold on the write-ahead log", "err", err)
+	}
+	sources, err := openSources(ctx, db, reg, det.alerts, *data, *silence, *lowFraction, promReg, log)
+	if err != nil {
+		db.Close()
+		return err
+	}
+	defer sources.Close()
+	svc := ingest.New(db, ingest.Config{MaxBodyBytes: *maxBody, Mappings: maps, Registerer: promReg, Observer: sources})
 	retReg, err := retention.OpenRegistry(filepath.Join(*data, "retention.json"))
 	if err != nil {
 		db.Close()
@@ -150,18 +169,6 @@ func runServe(ctx context.Context, args []string) error {
 		return err
 	}
 
-	var det detection
-	if *detectOn {
-		if det, err = openDetection(db, *data, *rulesDir, *geoip, *learningDays, promReg, log); err != nil {
-			queries.Close()
-			db.Close()
-			return err
-		}
-		defer det.alerts.Close()
-	} else if err := db.DropFeed(detectionFeed); err != nil {
-		log.Warn("releasing detection's hold on the write-ahead log", "err", err)
-	}
-
 	srv := &http.Server{
 		Handler: api.New(api.Config{
 			Registry:  reg,
@@ -172,6 +179,7 @@ func runServe(ctx context.Context, args []string) error {
 			Alerts:    det.alerts,
 			Detect:    det.engine,
 			Notify:    det.notifier,
+			Sources:   sources,
 			Ready:     db.Ready,
 			Metrics:   promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: promReg}),
 			Logger:    log.With("component", "api"),
@@ -196,6 +204,8 @@ func runServe(ctx context.Context, args []string) error {
 	go func() { enforcer.Loop(jobs); close(jobsDone) }()
 	detectDone := make(chan struct{})
 	go func() { det.run(jobs); close(detectDone) }()
+	sourcesDone := make(chan struct{})
+	go func() { sources.Run(jobs, sourceCheckInterval); close(sourcesDone) }()
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
@@ -210,6 +220,7 @@ func runServe(ctx context.Context, args []string) error {
 	stopJobs()
 	<-jobsDone
 	<-detectDone
+	<-sourcesDone
 	queries.Close() // before the store: running jobs stop and run again at the next start
 	if cerr := db.Close(); cerr != nil {
 		err = errors.Join(err, cerr)
@@ -218,6 +229,51 @@ func runServe(ctx context.Context, args []string) error {
 		log.Info("custos stopped cleanly")
 	}
 	return err
+}
+
+// sourceCheckInterval is how often sources' health is judged: well inside
+// the minute of slack the silence threshold allows.
+const sourceCheckInterval = 20 * time.Second
+
+// openSources opens the source registry and recounts its hourly volumes
+// from the store, before any new record can arrive.
+func openSources(ctx context.Context, db *store.DB, reg *auth.Registry, alerts *alert.Store, data string, silence time.Duration,
+	lowFraction float64, promReg prometheus.Registerer, log *slog.Logger) (*source.Registry, error) {
+	if silence < time.Minute {
+		return nil, usagef("--source-silence %s: want at least 1m", silence)
+	}
+	if lowFraction <= 0 || lowFraction >= 1 {
+		return nil, usagef("--source-low-fraction %g: want a fraction between 0 and 1", lowFraction)
+	}
+	cfg := source.Config{
+		Dir:         filepath.Join(data, "sources"),
+		Arrivals:    db,
+		Silence:     silence,
+		LowFraction: lowFraction,
+		Logger:      log.With("component", "sources"),
+		Tenants: func() []string {
+			var ids []string
+			for _, t := range reg.Tenants() {
+				ids = append(ids, t.ID)
+			}
+			return ids
+		},
+	}
+	if alerts != nil { // a nil *alert.Store in the interface would not be nil
+		cfg.Alerts = alerts
+	}
+	sources, err := source.Open(cfg)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	if err := sources.Recount(ctx); err != nil {
+		sources.Close()
+		return nil, err
+	}
+	promReg.MustRegister(sources.Collector())
+	log.Info("source tracking running", "sources", sources.Len(), "recount", time.Since(start).Round(time.Millisecond), "silence", silence)
+	return sources, nil
 }
 
 // detectionFeed is the store feed detection reads.
