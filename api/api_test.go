@@ -267,7 +267,9 @@ var isolationCases = map[string]isolationCase{
 		need: auth.RoleRead,
 	},
 	"GET /api/v1/tenants/{tenant}/sources/{name}/coverage": {
-		path: func(e *env, t string) string { return "/api/v1/tenants/" + t + "/sources/" + t + "-fwd/coverage?from=2d" },
+		path: func(e *env, t string) string {
+			return "/api/v1/tenants/" + t + "/sources/" + t + "-fwd/coverage?from=2d"
+		},
 		need: auth.RoleRead,
 	},
 	"POST /api/v1/tenants/{tenant}/sources/{name}/heartbeat": {
