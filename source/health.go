@@ -33,6 +33,16 @@ func (r *Registry) lateness(e *entry) time.Duration {
 	return r.cfg.Lateness
 }
 
+// recordSilence is how long a source may go without a record. Microsoft
+// publishes audit content in blobs some tens of minutes apart, so a
+// collector's records come in bursts; a quarter-hour without any is normal.
+func (r *Registry) recordSilence(e *entry) time.Duration {
+	if e.Kind == KindM365 {
+		return max(r.cfg.Silence, time.Hour)
+	}
+	return r.cfg.Silence
+}
+
 // finding is a pipeline alert to raise once the registry's lock is let go.
 type finding struct {
 	tenant, name, detector, severity, title, episode, why string
@@ -41,12 +51,12 @@ type finding struct {
 
 // live judges a source now: its health, why, and what to alert.
 func (r *Registry) live(e *entry, now time.Time) (health, reason string, fs []finding) {
-	silence := r.cfg.Silence
+	silence, quiet := r.cfg.Silence, r.recordSilence(e)
 	exp := expected(e.hours, unixHour(now), e.firstHour)
 	// A silence means something only when the source was expected to send
 	// at least one record in it; a source of one record a day is not
 	// alerted on for a quiet quarter of an hour.
-	expectsRecords := exp*silence.Hours() >= 1
+	expectsRecords := exp*quiet.Hours() >= 1
 	lastRecord := e.LastRecord
 	if lastRecord.IsZero() {
 		lastRecord = e.FirstSeen
@@ -64,12 +74,12 @@ func (r *Registry) live(e *entry, now time.Time) (health, reason string, fs []fi
 		add(DetectorSilent, "high", "Source stopped delivering", "silent since "+since.Format(time.RFC3339),
 			fmt.Sprintf("Source %s (%s) sent neither records nor heartbeats for %s, since %s", e.Name, e.Kind,
 				now.Sub(since).Round(time.Second), since.Format(time.RFC3339)), since)
-	case !e.LastHeartbeat.IsZero() && now.Sub(lastRecord) > silence && expectsRecords:
+	case !e.LastHeartbeat.IsZero() && now.Sub(lastRecord) > quiet && expectsRecords:
 		health, reason = HealthNoRecords, fmt.Sprintf("heartbeats go on, but no record since %s", lastRecord.Format(time.RFC3339))
 		add(DetectorNoRecords, "high", "Source is alive but sends no records", "no records since "+lastRecord.Format(time.RFC3339),
 			fmt.Sprintf("Source %s (%s) keeps sending heartbeats (latest %s) but no record arrived for %s, since %s; about %.0f records an hour are normal now",
 				e.Name, e.Kind, e.LastHeartbeat.Format(time.RFC3339), now.Sub(lastRecord).Round(time.Second), lastRecord.Format(time.RFC3339), exp), lastRecord)
-	case e.LastHeartbeat.IsZero() && now.Sub(lastRecord) > silence && expectsRecords:
+	case e.LastHeartbeat.IsZero() && now.Sub(lastRecord) > quiet && expectsRecords:
 		health, reason = HealthSilent, fmt.Sprintf("no record since %s", lastRecord.Format(time.RFC3339))
 		add(DetectorSilent, "high", "Source stopped delivering", "silent since "+lastRecord.Format(time.RFC3339),
 			fmt.Sprintf("Source %s (%s) sent no record for %s, since %s; about %.0f records an hour are normal now",
