@@ -5,16 +5,16 @@ import (
 	"net/http"
 
 	"github.com/custos-audit/custos/auth"
-	"github.com/custos-audit/custos/collectors"
+	"github.com/custos-audit/custos/collection"
 	"github.com/custos-audit/custos/selfaudit"
 )
 
 // SourceConfigs is the part of the collector manager the API needs;
-// *collectors.Manager is one.
+// *collection.Manager is one.
 type SourceConfigs interface {
-	Add(tenant string, c collectors.Config, sec collectors.Secret, by string) (collectors.Config, error)
-	Get(tenant, name string) (collectors.Config, error)
-	Remove(tenant, name string) (collectors.Config, error)
+	Add(tenant string, c collection.Config, sec collection.Secret, by string) (collection.Config, error)
+	Get(tenant, name string) (collection.Config, error)
+	Remove(tenant, name string) (collection.Config, error)
 }
 
 // withCollectors answers 503 on servers built without a collector manager.
@@ -54,13 +54,13 @@ func (s *Server) addSource(w http.ResponseWriter, r *http.Request, p auth.Princi
 		return
 	}
 	tenant := r.PathValue("tenant")
-	c := collectors.Config{Name: req.Name, Kind: req.Kind}
-	var sec collectors.Secret
+	c := collection.Config{Name: req.Name, Kind: req.Kind}
+	var sec collection.Secret
 	if req.M365 != nil {
 		m := req.M365
-		c.M365 = &collectors.M365Config{TenantID: m.TenantID, ClientID: m.ClientID, Cloud: m.Cloud, APIRoot: m.APIRoot,
+		c.M365 = &collection.M365Config{TenantID: m.TenantID, ClientID: m.ClientID, Cloud: m.Cloud, APIRoot: m.APIRoot,
 			Authority: m.Authority, ContentTypes: m.ContentTypes, PublisherID: m.PublisherID, Rate: m.Rate}
-		sec = collectors.Secret{ClientSecret: m.ClientSecret, Certificate: m.Certificate}
+		sec = collection.Secret{ClientSecret: m.ClientSecret, Certificate: m.Certificate}
 	}
 	by := p.Name
 	if by == "" {
@@ -102,11 +102,11 @@ func (s *Server) removeSource(w http.ResponseWriter, r *http.Request, p auth.Pri
 // name fields and reasons, never credential values.
 func (s *Server) writeSourceError(w http.ResponseWriter, tenant string, err error) {
 	switch {
-	case errors.Is(err, collectors.ErrNotFound):
+	case errors.Is(err, collection.ErrNotFound):
 		writeError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, collectors.ErrExists):
+	case errors.Is(err, collection.ErrExists):
 		writeError(w, http.StatusConflict, err.Error())
-	case errors.Is(err, collectors.ErrInvalid):
+	case errors.Is(err, collection.ErrInvalid):
 		writeError(w, http.StatusBadRequest, err.Error())
 	default:
 		s.log.Error("source configuration failed", "tenant", tenant, "err", err)

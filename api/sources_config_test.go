@@ -15,7 +15,7 @@ import (
 
 	"github.com/custos-audit/custos/audit"
 	"github.com/custos-audit/custos/auth"
-	"github.com/custos-audit/custos/collectors"
+	"github.com/custos-audit/custos/collection"
 	"github.com/custos-audit/custos/m365"
 	"github.com/custos-audit/custos/m365/m365test"
 	"github.com/custos-audit/custos/sealed"
@@ -46,12 +46,16 @@ type lockedBuffer struct {
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
-func (l *lockedBuffer) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 type beats chan string
 
-func (b beats) Heartbeat(tenant, source, kind string, at time.Time) { b <- tenant + "/" + source }
+func (b beats) Heartbeat(tenant, source, kind string, at time.Time)            { b <- tenant + "/" + source }
 func (b beats) UpstreamWindow(string, string, time.Time, time.Time, int, bool) {}
 
 // TestSourceConfigLifecycle: an admin adds a Microsoft 365 source, which
@@ -78,7 +82,7 @@ func TestSourceConfigLifecycle(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	dir := t.TempDir()
 	hb := make(beats, 10)
-	mgr, err := collectors.Open(collectors.Options{
+	mgr, err := collection.Open(collection.Options{
 		Path: filepath.Join(dir, "sources.json"), StateDir: filepath.Join(dir, "collectors"),
 		Keys: &sealed.KeyFile{Path: filepath.Join(dir, "secret.key"), Create: true}, Ingest: e.api.cfg.Ingest,
 		Tracker: hb, Interval: time.Hour, Logger: log,
@@ -113,7 +117,7 @@ func TestSourceConfigLifecycle(t *testing.T) {
 	if r.status != http.StatusCreated {
 		t.Fatalf("add: %d %s", r.status, r.body)
 	}
-	var cfg collectors.Config
+	var cfg collection.Config
 	json.Unmarshal(r.body, &cfg)
 	if bytes.Contains(r.body, []byte(secret)) || !cfg.M365.SecretSet || cfg.Tenant != "alpha" || cfg.Name != "m365-prod" || cfg.CreatedBy != "alpha-admin" {
 		t.Fatalf("add answered %s", r.body)

@@ -21,6 +21,7 @@ import (
 	"github.com/custos-audit/custos/api"
 	"github.com/custos-audit/custos/audit"
 	"github.com/custos-audit/custos/auth"
+	"github.com/custos-audit/custos/collection"
 	"github.com/custos-audit/custos/detect"
 	"github.com/custos-audit/custos/durable"
 	"github.com/custos-audit/custos/ingest"
@@ -28,6 +29,7 @@ import (
 	"github.com/custos-audit/custos/queryjob"
 	"github.com/custos-audit/custos/retention"
 	"github.com/custos-audit/custos/rules"
+	"github.com/custos-audit/custos/sealed"
 	"github.com/custos-audit/custos/selfaudit"
 	"github.com/custos-audit/custos/store"
 )
@@ -57,6 +59,8 @@ func runServe(ctx context.Context, args []string) error {
 		geoip        = fs.String("geoip", "", "comma-separated MaxMind-format .mmdb files (ASN, country) for network baselines")
 		learningDays = fs.Int("learning-days", 14, "days each tenant's baselines learn before they alert")
 		shutdownWait = fs.Duration("shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on shutdown")
+		secretKey    = fs.String("secret-key-file", "", "key sealing source credentials at rest; must exist (default: <data>/secret.key, created on first use)")
+		collectEvery = fs.Duration("collect-interval", time.Minute, "pause between the collection passes of each configured source")
 	)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -150,6 +154,13 @@ func runServe(ctx context.Context, args []string) error {
 		return err
 	}
 
+	sources, err := openCollectors(*data, *secretKey, *collectEvery, svc, nil, promReg, log)
+	if err != nil {
+		queries.Close()
+		db.Close()
+		return err
+	}
+
 	var det detection
 	if *detectOn {
 		if det, err = openDetection(db, *data, *rulesDir, *geoip, *learningDays, promReg, log); err != nil {
@@ -164,17 +175,18 @@ func runServe(ctx context.Context, args []string) error {
 
 	srv := &http.Server{
 		Handler: api.New(api.Config{
-			Registry:  reg,
-			Ingest:    svc,
-			Reader:    db,
-			Retention: enforcer,
-			Queries:   queries,
-			Alerts:    det.alerts,
-			Detect:    det.engine,
-			Notify:    det.notifier,
-			Ready:     db.Ready,
-			Metrics:   promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: promReg}),
-			Logger:    log.With("component", "api"),
+			Registry:   reg,
+			Ingest:     svc,
+			Reader:     db,
+			Retention:  enforcer,
+			Queries:    queries,
+			Alerts:     det.alerts,
+			Detect:     det.engine,
+			Notify:     det.notifier,
+			Collectors: sources,
+			Ready:      db.Ready,
+			Metrics:    promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: promReg}),
+			Logger:     log.With("component", "api"),
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       10 * time.Minute, // large batches on slow links
@@ -196,6 +208,8 @@ func runServe(ctx context.Context, args []string) error {
 	go func() { enforcer.Loop(jobs); close(jobsDone) }()
 	detectDone := make(chan struct{})
 	go func() { det.run(jobs); close(detectDone) }()
+	sourcesDone := make(chan struct{})
+	go func() { sources.Run(jobs); close(sourcesDone) }()
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
@@ -210,6 +224,7 @@ func runServe(ctx context.Context, args []string) error {
 	stopJobs()
 	<-jobsDone
 	<-detectDone
+	<-sourcesDone   // collectors write through ingest: stop them before the store
 	queries.Close() // before the store: running jobs stop and run again at the next start
 	if cerr := db.Close(); cerr != nil {
 		err = errors.Join(err, cerr)
@@ -357,4 +372,29 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		}
 	})
 	return err
+}
+
+// openCollectors opens the configured sources (their collectors start with
+// Run). tracker hears heartbeats and upstream windows; nil is a no-op.
+func openCollectors(data, keyFile string, interval time.Duration, svc *ingest.Service, tracker collection.Tracker,
+	reg prometheus.Registerer, log *slog.Logger) (*collection.Manager, error) {
+	if interval < time.Second {
+		return nil, usagef("--collect-interval %s: want at least 1s", interval)
+	}
+	// A key kept elsewhere must exist: making a new one there would
+	// silently orphan every credential sealed with the old one.
+	keys := &sealed.KeyFile{Path: keyFile}
+	if keyFile == "" {
+		keys = &sealed.KeyFile{Path: filepath.Join(data, "secret.key"), Create: true}
+	}
+	return collection.Open(collection.Options{
+		Path:       filepath.Join(data, "sources.json"),
+		StateDir:   filepath.Join(data, "collectors"),
+		Keys:       keys,
+		Ingest:     svc,
+		Tracker:    tracker,
+		Interval:   interval,
+		Registerer: reg,
+		Logger:     log.With("component", "collectors"),
+	})
 }

@@ -1,4 +1,4 @@
-// Package collectors runs, inside the server, the collectors each tenant
+// Package collection runs, inside the server, the collectors each tenant
 // configures as sources: today the Microsoft 365 Management Activity API
 // collector (package m365). A configured source is kept in one file in the
 // data directory with its credential sealed (package sealed); one
@@ -6,7 +6,7 @@
 // ingest service, so its records are validated, deduplicated and
 // acknowledged exactly like pushed ones. Checkpoints live under the data
 // directory per source, so a restart resumes where the last one stopped.
-package collectors
+package collection
 
 import (
 	"bytes"
@@ -110,7 +110,7 @@ type Manager struct {
 // Open loads the sources kept at opts.Path. Collectors start with Run.
 func Open(opts Options) (*Manager, error) {
 	if opts.Path == "" || opts.StateDir == "" || opts.Keys == nil || opts.Ingest == nil {
-		return nil, errors.New("collectors: Path, StateDir, Keys and Ingest are required")
+		return nil, errors.New("collection: Path, StateDir, Keys and Ingest are required")
 	}
 	if opts.Interval <= 0 {
 		opts.Interval = time.Minute
@@ -129,11 +129,11 @@ func Open(opts Options) (*Manager, error) {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
-		return nil, fmt.Errorf("collectors: %w", err)
+		return nil, fmt.Errorf("collection: %w", err)
 	default:
 		var list []*entry
 		if err := json.Unmarshal(b, &list); err != nil {
-			return nil, fmt.Errorf("collectors: %s: %w", opts.Path, err)
+			return nil, fmt.Errorf("collection: %s: %w", opts.Path, err)
 		}
 		for _, e := range list {
 			m.entries[key{e.Tenant, e.Name}] = e
@@ -147,7 +147,7 @@ func Open(opts Options) (*Manager, error) {
 	if opts.Registerer != nil {
 		for _, c := range []prometheus.Collector{m.rejected, m.passes} {
 			if err := opts.Registerer.Register(c); err != nil {
-				return nil, fmt.Errorf("collectors: metrics: %w", err)
+				return nil, fmt.Errorf("collection: metrics: %w", err)
 			}
 		}
 	}
@@ -178,7 +178,7 @@ func (m *Manager) Add(tenant string, c Config, sec Secret, by string) (Config, e
 	}
 	box, err := m.opts.Keys.Box()
 	if err != nil {
-		return Config{}, fmt.Errorf("collectors: %w", err)
+		return Config{}, fmt.Errorf("collection: %w", err)
 	}
 	pt, err := json.Marshal(sec)
 	if err != nil {
@@ -186,7 +186,7 @@ func (m *Manager) Add(tenant string, c Config, sec Secret, by string) (Config, e
 	}
 	sealedText, err := box.Seal(pt, additional(tenant, c.Name))
 	if err != nil {
-		return Config{}, fmt.Errorf("collectors: %w", err)
+		return Config{}, fmt.Errorf("collection: %w", err)
 	}
 	c.Created = time.Now().UTC()
 	k := key{tenant, c.Name}
@@ -280,10 +280,10 @@ func (m *Manager) saveLocked() error {
 	})
 	b, err := json.MarshalIndent(list, "", "  ")
 	if err != nil {
-		return fmt.Errorf("collectors: %w", err)
+		return fmt.Errorf("collection: %w", err)
 	}
 	if err := os.MkdirAll(filepath.Dir(m.opts.Path), 0o700); err != nil {
-		return fmt.Errorf("collectors: %w", err)
+		return fmt.Errorf("collection: %w", err)
 	}
 	return durable.WriteFile(m.opts.Path, b, 0o600)
 }

@@ -1,4 +1,4 @@
-package collectors_test
+package collection_test
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/custos-audit/custos/audit"
-	"github.com/custos-audit/custos/collectors"
+	"github.com/custos-audit/custos/collection"
 	"github.com/custos-audit/custos/ingest"
 	"github.com/custos-audit/custos/m365"
 	"github.com/custos-audit/custos/m365/m365test"
@@ -98,8 +98,12 @@ type syncBuffer struct {
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func newRig(t testing.TB, users int, faults m365test.Faults) *rig {
 	t.Helper()
@@ -129,9 +133,9 @@ func newRig(t testing.TB, users int, faults m365test.Faults) *rig {
 
 // manager opens a manager on the rig's files and runs it until the test
 // ends or the returned stop is called.
-func (r *rig) manager(t testing.TB, tr collectors.Tracker, reg prometheus.Registerer) (*collectors.Manager, func()) {
+func (r *rig) manager(t testing.TB, tr collection.Tracker, reg prometheus.Registerer) (*collection.Manager, func()) {
 	t.Helper()
-	m, err := collectors.Open(collectors.Options{
+	m, err := collection.Open(collection.Options{
 		Path:       filepath.Join(r.dir, "sources.json"),
 		StateDir:   filepath.Join(r.dir, "collectors"),
 		Keys:       &sealed.KeyFile{Path: filepath.Join(r.dir, "secret.key"), Create: true},
@@ -197,9 +201,9 @@ func TestSourceCollectsOnceAndResumes(t *testing.T) {
 	r := newRig(t, 12, m365test.Faults{DuplicateListRate: 0.1, DuplicateRecordRate: 0.05, ThrottleRate: 0.02, ServerErrorRate: 0.02})
 	tr := newTracker()
 	m, stop := r.manager(t, tr, prometheus.NewRegistry())
-	cfg, err := m.Add("contoso", collectors.Config{Name: "m365-prod", Kind: "m365",
-		M365: &collectors.M365Config{TenantID: entraA, ClientID: clientID, APIRoot: r.url, Authority: r.url}},
-		collectors.Secret{ClientSecret: secret}, "admin-token")
+	cfg, err := m.Add("contoso", collection.Config{Name: "m365-prod", Kind: "m365",
+		M365: &collection.M365Config{TenantID: entraA, ClientID: clientID, APIRoot: r.url, Authority: r.url}},
+		collection.Secret{ClientSecret: secret}, "admin-token")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,9 +248,9 @@ func TestRemoveStopsCollector(t *testing.T) {
 	r := newRig(t, 6, m365test.Faults{})
 	tr := newTracker()
 	m, _ := r.manager(t, tr, prometheus.NewRegistry())
-	if _, err := m.Add("contoso", collectors.Config{Name: "m365-prod", Kind: "m365",
-		M365: &collectors.M365Config{TenantID: entraA, ClientID: clientID, APIRoot: r.url, Authority: r.url}},
-		collectors.Secret{ClientSecret: secret}, ""); err != nil {
+	if _, err := m.Add("contoso", collection.Config{Name: "m365-prod", Kind: "m365",
+		M365: &collection.M365Config{TenantID: entraA, ClientID: clientID, APIRoot: r.url, Authority: r.url}},
+		collection.Secret{ClientSecret: secret}, ""); err != nil {
 		t.Fatal(err)
 	}
 	tr.waitBeat(t, "contoso/m365-prod")
@@ -257,10 +261,10 @@ func TestRemoveStopsCollector(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(r.dir, "collectors", "contoso", "m365-prod")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("checkpoints still there: %v", err)
 	}
-	if _, err := m.Get("contoso", "m365-prod"); !errors.Is(err, collectors.ErrNotFound) {
+	if _, err := m.Get("contoso", "m365-prod"); !errors.Is(err, collection.ErrNotFound) {
 		t.Fatalf("get after remove: %v", err)
 	}
-	if _, err := m.Remove("contoso", "m365-prod"); !errors.Is(err, collectors.ErrNotFound) {
+	if _, err := m.Remove("contoso", "m365-prod"); !errors.Is(err, collection.ErrNotFound) {
 		t.Fatalf("second remove: %v", err)
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -278,18 +282,18 @@ func TestCertificateSourceAndSealBinding(t *testing.T) {
 	tr := newTracker()
 	m, stop := r.manager(t, tr, prometheus.NewRegistry())
 	pem := string(r.cred.CertPEM) + string(r.cred.KeyPKCS8)
-	cfg, err := m.Add("fabrikam", collectors.Config{Name: "m365-cert", Kind: "m365",
-		M365: &collectors.M365Config{TenantID: entraB, ClientID: clientID, APIRoot: r.url, Authority: r.url}},
-		collectors.Secret{Certificate: pem}, "")
+	cfg, err := m.Add("fabrikam", collection.Config{Name: "m365-cert", Kind: "m365",
+		M365: &collection.M365Config{TenantID: entraB, ClientID: clientID, APIRoot: r.url, Authority: r.url}},
+		collection.Secret{Certificate: pem}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.M365.Credential != "certificate" || len(cfg.M365.CertificateThumbprint) != 40 || cfg.M365.CertificateExpires == nil {
 		t.Fatalf("config %+v", cfg.M365)
 	}
-	if _, err := m.Add("contoso", collectors.Config{Name: "m365-prod", Kind: "m365",
-		M365: &collectors.M365Config{TenantID: entraA, ClientID: clientID, APIRoot: r.url, Authority: r.url}},
-		collectors.Secret{ClientSecret: secret}, ""); err != nil {
+	if _, err := m.Add("contoso", collection.Config{Name: "m365-prod", Kind: "m365",
+		M365: &collection.M365Config{TenantID: entraA, ClientID: clientID, APIRoot: r.url, Authority: r.url}},
+		collection.Secret{ClientSecret: secret}, ""); err != nil {
 		t.Fatal(err)
 	}
 	tr.waitBeat(t, "fabrikam/m365-cert", "contoso/m365-prod")
@@ -322,30 +326,30 @@ func TestCertificateSourceAndSealBinding(t *testing.T) {
 func TestAddRefusesBadConfigs(t *testing.T) {
 	r := newRig(t, 2, m365test.Faults{})
 	m, _ := r.manager(t, newTracker(), nil)
-	ok := func() collectors.Config {
-		return collectors.Config{Name: "m365-prod", Kind: "m365", M365: &collectors.M365Config{TenantID: entraA, ClientID: clientID, APIRoot: r.url, Authority: r.url}}
+	ok := func() collection.Config {
+		return collection.Config{Name: "m365-prod", Kind: "m365", M365: &collection.M365Config{TenantID: entraA, ClientID: clientID, APIRoot: r.url, Authority: r.url}}
 	}
-	good := collectors.Secret{ClientSecret: secret}
+	good := collection.Secret{ClientSecret: secret}
 	if _, err := m.Add("contoso", ok(), good, ""); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
 		name string
-		edit func(*collectors.Config, *collectors.Secret)
+		edit func(*collection.Config, *collection.Secret)
 		want error
 		text string
 	}{
-		{"duplicate", func(*collectors.Config, *collectors.Secret) {}, collectors.ErrExists, ""},
-		{"bad name", func(c *collectors.Config, _ *collectors.Secret) { c.Name = "../etc" }, collectors.ErrInvalid, "name"},
-		{"long name", func(c *collectors.Config, _ *collectors.Secret) { c.Name = strings.Repeat("a", 129) }, collectors.ErrInvalid, "name"},
-		{"kind", func(c *collectors.Config, _ *collectors.Secret) { c.Kind = "gws" }, collectors.ErrInvalid, "kind"},
-		{"no m365", func(c *collectors.Config, _ *collectors.Secret) { c.M365 = nil }, collectors.ErrInvalid, "m365"},
-		{"domain", func(c *collectors.Config, _ *collectors.Secret) { c.M365.TenantID = "contoso.com" }, collectors.ErrInvalid, "not a GUID"},
-		{"cloud", func(c *collectors.Config, _ *collectors.Secret) { c.M365.Cloud = "moon" }, collectors.ErrInvalid, "unknown cloud"},
-		{"no credential", func(_ *collectors.Config, s *collectors.Secret) { *s = collectors.Secret{} }, collectors.ErrInvalid, "no credential"},
-		{"both", func(_ *collectors.Config, s *collectors.Secret) { s.Certificate = "x" }, collectors.ErrInvalid, "not both"},
-		{"bad pem", func(_ *collectors.Config, s *collectors.Secret) { *s = collectors.Secret{Certificate: "hello"} }, collectors.ErrInvalid, "CERTIFICATE"},
-		{"content type", func(c *collectors.Config, _ *collectors.Secret) { c.M365.ContentTypes = []string{"Audit.Teams"} }, collectors.ErrInvalid, "content type"},
+		{"duplicate", func(*collection.Config, *collection.Secret) {}, collection.ErrExists, ""},
+		{"bad name", func(c *collection.Config, _ *collection.Secret) { c.Name = "../etc" }, collection.ErrInvalid, "name"},
+		{"long name", func(c *collection.Config, _ *collection.Secret) { c.Name = strings.Repeat("a", 129) }, collection.ErrInvalid, "name"},
+		{"kind", func(c *collection.Config, _ *collection.Secret) { c.Kind = "gws" }, collection.ErrInvalid, "kind"},
+		{"no m365", func(c *collection.Config, _ *collection.Secret) { c.M365 = nil }, collection.ErrInvalid, "m365"},
+		{"domain", func(c *collection.Config, _ *collection.Secret) { c.M365.TenantID = "contoso.com" }, collection.ErrInvalid, "not a GUID"},
+		{"cloud", func(c *collection.Config, _ *collection.Secret) { c.M365.Cloud = "moon" }, collection.ErrInvalid, "unknown cloud"},
+		{"no credential", func(_ *collection.Config, s *collection.Secret) { *s = collection.Secret{} }, collection.ErrInvalid, "no credential"},
+		{"both", func(_ *collection.Config, s *collection.Secret) { s.Certificate = "x" }, collection.ErrInvalid, "not both"},
+		{"bad pem", func(_ *collection.Config, s *collection.Secret) { *s = collection.Secret{Certificate: "hello"} }, collection.ErrInvalid, "CERTIFICATE"},
+		{"content type", func(c *collection.Config, _ *collection.Secret) { c.M365.ContentTypes = []string{"Audit.Teams"} }, collection.ErrInvalid, "content type"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg, sec := ok(), good
