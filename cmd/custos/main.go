@@ -33,6 +33,7 @@ func commands() map[string]command {
 		"tenant":    {"manage tenants (create, list)", runTenant},
 		"token":     {"manage API tokens (create, list, revoke)", runToken},
 		"collect":   {"pull audit records from Microsoft 365 into a file, resumably (collect m365)", runCollect},
+		"sources":   {"sources that collect into the server: configure Microsoft 365 collectors (add, remove, config)", runSources},
 		"bench":     {"measure ingest throughput, storage and memory, and search speed (bench ingest, bench search)", runBench},
 	}
 }
