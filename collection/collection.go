@@ -404,42 +404,90 @@ func (m *Manager) loop(ctx context.Context, k key, col *m365.Collector, log *slo
 	}
 }
 
-// sink writes a collector's records through ingest. Ingest is durable when
-// it returns, so the collector may checkpoint at once (no Sync needed).
+// flushBytes is how much a sink buffers before it commits without waiting
+// for the window's end. A blob holds a handful of records, and one
+// durable commit per blob made fsync the bottleneck.
+const flushBytes = 8 << 20
+
+// sink writes a collector's records through ingest. It buffers the
+// records of many blobs into one batch: the collector calls Sync before
+// every checkpoint, and Sync returns only once everything written before
+// it is durable (ingest acknowledges only durable records).
 type sink struct {
 	in             Ingester
 	tenant, source string
 	log            *slog.Logger
 	rejected       prometheus.Counter
+
+	mu  sync.Mutex // guards buf
+	buf []byte
+	// flushing serializes commits, so a Sync waits for a commit already
+	// under way, and a failed commit's records go back into buf before
+	// anyone can think them durable.
+	flushing sync.Mutex
 }
 
-// Write sends one content blob's records as one NDJSON batch.
+// Write adds one content blob's records as NDJSON lines.
 func (s *sink) Write(ctx context.Context, _ string, recs []json.RawMessage) error {
 	size := 0
 	for _, r := range recs {
 		size += len(r) + 1
 	}
-	var buf bytes.Buffer
-	buf.Grow(size)
+	lines := make([]byte, 0, size)
 	for _, r := range recs {
 		// A record split over lines would not be one NDJSON line; JSON
 		// allows line breaks only as whitespace, which Compact drops.
 		if bytes.ContainsAny(r, "\r\n") {
-			if err := json.Compact(&buf, r); err != nil {
+			var c bytes.Buffer
+			if err := json.Compact(&c, r); err != nil {
 				return fmt.Errorf("record is not JSON: %w", err)
 			}
+			lines = append(lines, c.Bytes()...)
 		} else {
-			buf.Write(r)
+			lines = append(lines, r...)
 		}
-		buf.WriteByte('\n')
+		lines = append(lines, '\n')
 	}
-	body := buf.Bytes()
+	s.mu.Lock()
+	s.buf = append(s.buf, lines...)
+	full := len(s.buf) >= flushBytes
+	s.mu.Unlock()
+	if full {
+		return s.flush(ctx)
+	}
+	return nil
+}
+
+// Sync commits everything written so far.
+func (s *sink) Sync(ctx context.Context) error { return s.flush(ctx) }
+
+func (s *sink) flush(ctx context.Context) error {
+	s.flushing.Lock()
+	defer s.flushing.Unlock()
+	s.mu.Lock()
+	body := s.buf
+	s.buf = nil
+	s.mu.Unlock()
+	if len(body) == 0 {
+		return nil
+	}
+	if err := s.commit(ctx, body); err != nil {
+		s.mu.Lock()
+		s.buf = append(body, s.buf...)
+		s.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// commit ingests one NDJSON batch, retrying briefly.
+func (s *sink) commit(ctx context.Context, body []byte) error {
 	wait := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		res, err := s.in.Ingest(ctx, ingest.Batch{Tenant: s.tenant, Source: s.source, Body: bytes.NewReader(body), NDJSON: true, SizeHint: int64(len(body))})
 		if err == nil {
 			if res.Rejected > 0 {
-				// Not an error of the blob: retrying would reject the same
+				// Not an error of the batch: retrying would reject the same
 				// records again and hold the rest back. Say so and go on.
 				s.rejected.Add(float64(res.Rejected))
 				first := ""
