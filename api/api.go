@@ -48,6 +48,9 @@ type Config struct {
 	Ready     func() error     // nil error when the server can take writes
 	Metrics   http.Handler     // Prometheus exposition
 	Logger    *slog.Logger
+
+	// Collectors keeps the tenants' configured sources (nil: none).
+	Collectors SourceConfigs
 }
 
 // Server is the HTTP API.
@@ -123,6 +126,10 @@ func New(cfg Config) *Server {
 	handle("POST /api/v1/tenants/{tenant}/notifications", s.tenantRoute(auth.RoleAdmin, s.withNotify(s.addChannel)))
 	handle("DELETE /api/v1/tenants/{tenant}/notifications/{id}", s.tenantRoute(auth.RoleAdmin, s.withNotify(s.removeChannel)))
 	handle("POST /api/v1/tenants/{tenant}/notifications/{id}/test", s.tenantRoute(auth.RoleAdmin, s.withNotify(s.testChannel)))
+
+	handle("POST /api/v1/tenants/{tenant}/sources", s.tenantRoute(auth.RoleAdmin, s.withCollectors(s.addSource)))
+	handle("GET /api/v1/tenants/{tenant}/sources/{name}/config", s.tenantRoute(auth.RoleAdmin, s.withCollectors(s.getSourceConfig)))
+	handle("DELETE /api/v1/tenants/{tenant}/sources/{name}", s.tenantRoute(auth.RoleAdmin, s.withCollectors(s.removeSource)))
 
 	handle("POST /api/v1/tokens", s.authed(s.createToken))
 	handle("GET /api/v1/tokens", s.authed(s.listTokens))

@@ -171,6 +171,9 @@ func (c *Collector) collectType(ctx context.Context, cl *client, sem chan struct
 	if to.IsZero() || to.After(now) {
 		to = now
 	}
+	// The API takes times to the second: a window shorter than that would
+	// be sent with start = end and refused (AF20055).
+	to = to.Truncate(time.Second)
 	// Where to begin: after what the checkpoint covers (minus the overlap,
 	// to catch blobs listed late), unless asked for earlier content than it
 	// covers; never before what the API still keeps.
@@ -194,6 +197,7 @@ func (c *Collector) collectType(ctx context.Context, cl *client, sem chan struct
 	// retention on purpose; anything else that falls off that edge was
 	// wanted and is lost.
 	reportLoss := explicit || !cp.End.IsZero()
+	start = start.Truncate(time.Second)
 	for start.Before(to) {
 		if err := ctx.Err(); err != nil {
 			return err

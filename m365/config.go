@@ -84,6 +84,9 @@ type Tenant struct {
 	ClientID string
 	// ClientSecret authenticates the app. It is never logged.
 	ClientSecret string
+	// Certificate authenticates the app instead of a secret: a client
+	// assertion signed with its key. Exactly one of the two is set.
+	Certificate *Certificate
 }
 
 // LogValue keeps the secret out of logs even if a Tenant is logged whole.
@@ -173,8 +176,13 @@ func (cfg Config) normalize() (Config, error) {
 		if !guidRE.MatchString(t.ClientID) {
 			errs = append(errs, fmt.Errorf("tenant %s: client id %q is not a GUID", t.ID, t.ClientID))
 		}
-		if t.ClientSecret == "" {
-			errs = append(errs, fmt.Errorf("tenant %s: no client secret", t.ID))
+		switch {
+		case t.ClientSecret == "" && t.Certificate == nil:
+			errs = append(errs, fmt.Errorf("tenant %s: no client secret and no certificate", t.ID))
+		case t.ClientSecret != "" && t.Certificate != nil:
+			errs = append(errs, fmt.Errorf("tenant %s: both a client secret and a certificate; give one", t.ID))
+		case t.Certificate != nil && (t.Certificate.Cert == nil || t.Certificate.Key == nil):
+			errs = append(errs, fmt.Errorf("tenant %s: incomplete certificate credential", t.ID))
 		}
 	}
 	cfg.PublisherIdentifier = strings.TrimSpace(cfg.PublisherIdentifier)

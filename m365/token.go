@@ -19,7 +19,12 @@ import (
 // uses, and caches each until shortly before it expires.
 type tokenSource struct {
 	endpoint string
-	form     url.Values // holds the secret: never log it
+	form     url.Values // may hold the secret: never log it
+	// cert, when set, replaces the secret: each request carries a fresh
+	// client assertion for audience (the endpoint) signed with its key.
+	cert     *Certificate
+	clientID string
+	audience string
 	hc       *http.Client
 	now      func() time.Time
 
@@ -29,17 +34,43 @@ type tokenSource struct {
 }
 
 func newTokenSource(cfg Config, t Tenant) *tokenSource {
-	return &tokenSource{
+	ts := &tokenSource{
 		endpoint: cfg.Authority + "/" + url.PathEscape(t.ID) + "/oauth2/token",
 		form: url.Values{
-			"grant_type":    {"client_credentials"},
-			"client_id":     {t.ClientID},
-			"client_secret": {t.ClientSecret},
-			"resource":      {cfg.APIRoot},
+			"grant_type": {"client_credentials"},
+			"client_id":  {t.ClientID},
+			"resource":   {cfg.APIRoot},
 		},
-		hc:  cfg.HTTPClient,
-		now: cfg.Now,
+		cert:     t.Certificate,
+		clientID: t.ClientID,
+		hc:       cfg.HTTPClient,
+		now:      cfg.Now,
 	}
+	// Entra checks the assertion's audience against its token endpoint.
+	ts.audience = ts.endpoint
+	if ts.cert == nil {
+		ts.form.Set("client_secret", t.ClientSecret)
+	}
+	return ts
+}
+
+// body is the form of one token request. A certificate credential signs a
+// new assertion each time: an assertion is short-lived by design.
+func (ts *tokenSource) body() (string, error) {
+	if ts.cert == nil {
+		return ts.form.Encode(), nil
+	}
+	a, err := ts.cert.assertion(ts.audience, ts.clientID, ts.now())
+	if err != nil {
+		return "", err
+	}
+	f := url.Values{}
+	for k, v := range ts.form {
+		f[k] = v
+	}
+	f.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+	f.Set("client_assertion", a)
+	return f.Encode(), nil
 }
 
 // tokenResponse is the v1 endpoint's answer. expires_in arrives as a string
@@ -112,7 +143,11 @@ type tokenError struct {
 func (e *tokenError) Error() string { return e.msg }
 
 func (ts *tokenSource) fetch(ctx context.Context) (string, time.Duration, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ts.endpoint, strings.NewReader(ts.form.Encode()))
+	body, err := ts.body()
+	if err != nil {
+		return "", 0, fmt.Errorf("token request: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ts.endpoint, strings.NewReader(body))
 	if err != nil {
 		return "", 0, fmt.Errorf("token request: %w", err)
 	}
@@ -123,12 +158,12 @@ func (ts *tokenSource) fetch(ctx context.Context) (string, time.Duration, error)
 		return "", 0, &tokenError{msg: fmt.Sprintf("token request to %s: %v", ts.endpoint, err), retryable: true}
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	rbody, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
 		return "", 0, &tokenError{msg: fmt.Sprintf("token response from %s: %v", ts.endpoint, err), retryable: true}
 	}
 	var tr tokenResponse
-	jerr := json.Unmarshal(body, &tr)
+	jerr := json.Unmarshal(rbody, &tr)
 	if resp.StatusCode != http.StatusOK {
 		msg := fmt.Sprintf("token endpoint %s refused: HTTP %d", ts.endpoint, resp.StatusCode)
 		if jerr == nil && tr.Error != "" {

@@ -53,6 +53,7 @@ const (
 	NotificationChanged    = "NotificationChanged"    // a notification channel added or removed
 	NotificationTested     = "NotificationTested"     // a test message sent to a channel
 	RuleChanged            = "RuleChanged"            // a tenant's detection rule added, replaced or removed
+	SourceChanged          = "SourceChanged"          // a configured source (collector) added or removed
 )
 
 // Actor is who acted: a token, or custos itself.

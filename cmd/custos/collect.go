@@ -37,9 +37,10 @@ func runCollectM365(ctx context.Context, args []string) error {
 Pulls audit records from the Office 365 Management Activity API into an
 NDJSON file, one record per line, each record Id once. Progress is
 checkpointed in --state: run the same command again after an interruption
-and it resumes where it stopped. The client secret is read from
---client-secret-file or $CUSTOS_M365_CLIENT_SECRET, never from the command
-line. See docs/collection.md.
+and it resumes where it stopped. The app authenticates with a certificate
+(--certificate, and --certificate-key if the key is in its own file) or a
+client secret read from --client-secret-file or $CUSTOS_M365_CLIENT_SECRET,
+never from the command line. See docs/collection.md.
 
 flags:
 `)
@@ -49,6 +50,8 @@ flags:
 		tenants     = fs.String("tenant-id", "", "Entra tenant GUID(s), comma-separated (required)")
 		clientID    = fs.String("client-id", "", "application (client) id of the app registration (required)")
 		secretFile  = fs.String("client-secret-file", "", "file holding the client secret (default: $CUSTOS_M365_CLIENT_SECRET)")
+		certFile    = fs.String("certificate", "", "PEM file with the app's certificate and its RSA private key (instead of a secret)")
+		keyFile     = fs.String("certificate-key", "", "PEM file with the certificate's private key, if not in --certificate")
 		publisher   = fs.String("publisher", "", "PublisherIdentifier: your organisation's tenant GUID, for API quota (default: the first --tenant-id)")
 		cloud       = fs.String("cloud", "commercial", "cloud preset: "+strings.Join(m365.CloudNames(), ", "))
 		apiRoot     = fs.String("api-root", "", "API root URL (overrides --cloud)")
@@ -76,9 +79,24 @@ flags:
 	if *tenants == "" || *clientID == "" || *out == "" {
 		return usagef("--tenant-id, --client-id and --out are required")
 	}
-	secret, err := readSecret(*secretFile)
-	if err != nil {
-		return err
+	var (
+		secret string
+		cert   *m365.Certificate
+		err    error
+	)
+	switch {
+	case *certFile != "" && *secretFile != "":
+		return usagef("give --certificate or --client-secret-file, not both")
+	case *keyFile != "" && *certFile == "":
+		return usagef("--certificate-key needs --certificate")
+	case *certFile != "":
+		if cert, err = m365.LoadCertificate(*certFile, *keyFile); err != nil {
+			return err
+		}
+	default:
+		if secret, err = readSecret(*secretFile); err != nil {
+			return err
+		}
 	}
 	c, err := m365.LookupCloud(*cloud)
 	if err != nil {
@@ -107,7 +125,7 @@ flags:
 	var ts []m365.Tenant
 	for _, id := range strings.Split(*tenants, ",") {
 		if id = strings.TrimSpace(id); id != "" {
-			ts = append(ts, m365.Tenant{ID: id, ClientID: *clientID, ClientSecret: secret})
+			ts = append(ts, m365.Tenant{ID: id, ClientID: *clientID, ClientSecret: secret, Certificate: cert})
 		}
 	}
 	if *publisher == "" && len(ts) > 0 {
@@ -211,7 +229,7 @@ func readSecret(file string) (string, error) {
 	if s := strings.TrimSpace(os.Getenv("CUSTOS_M365_CLIENT_SECRET")); s != "" {
 		return s, nil
 	}
-	return "", usagef("no client secret: use --client-secret-file or $CUSTOS_M365_CLIENT_SECRET")
+	return "", usagef("no credential: use --certificate, --client-secret-file or $CUSTOS_M365_CLIENT_SECRET")
 }
 
 func parseInstant(s string) (time.Time, error) {

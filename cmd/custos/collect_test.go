@@ -154,7 +154,7 @@ func TestCollectM365Usage(t *testing.T) {
 		{[]string{"collect"}, "", "which source"},
 		{[]string{"collect", "gmail"}, "", "unknown source"},
 		{[]string{"collect", "m365", "--out", "x"}, "", "required"},
-		{[]string{"collect", "m365", "--tenant-id", collTenant, "--client-id", collClient, "--out", "x"}, "", "no client secret"},
+		{[]string{"collect", "m365", "--tenant-id", collTenant, "--client-id", collClient, "--out", "x"}, "", "no credential"},
 		{[]string{"collect", "m365", "--tenant-id", "contoso.com", "--client-id", collClient, "--out", "x"}, collSecret, "not a GUID"},
 		{[]string{"collect", "m365", "--tenant-id", collTenant, "--client-id", collClient, "--out", "x", "--cloud", "moon"}, collSecret, "unknown cloud"},
 		{[]string{"collect", "m365", "--tenant-id", collTenant, "--client-id", collClient, "--out", "x", "--from", "yesterday"}, collSecret, "--from"},

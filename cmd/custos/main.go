@@ -32,7 +32,7 @@ func commands() map[string]command {
 		"retention": {"manage retention policies and legal hold; enforce retention (list, create, update, delete, hold, enforce, report)", runRetention},
 		"tenant":    {"manage tenants (create, list)", runTenant},
 		"token":     {"manage API tokens (create, list, revoke)", runToken},
-		"sources":   {"sources of records and their health; hourly coverage (list, show, coverage)", runSources},
+		"sources":   {"sources of records: health, hourly coverage, in-server Microsoft 365 collectors (list, show, coverage, add, remove, config)", runSources},
 		"collect":   {"pull audit records from Microsoft 365 into a file, resumably (collect m365)", runCollect},
 		"bench":     {"measure ingest throughput, storage and memory, and search speed (bench ingest, bench search)", runBench},
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/custos-audit/custos/api"
 	"github.com/custos-audit/custos/audit"
 	"github.com/custos-audit/custos/auth"
+	"github.com/custos-audit/custos/collection"
 	"github.com/custos-audit/custos/detect"
 	"github.com/custos-audit/custos/durable"
 	"github.com/custos-audit/custos/ingest"
@@ -28,6 +29,7 @@ import (
 	"github.com/custos-audit/custos/queryjob"
 	"github.com/custos-audit/custos/retention"
 	"github.com/custos-audit/custos/rules"
+	"github.com/custos-audit/custos/sealed"
 	"github.com/custos-audit/custos/selfaudit"
 	"github.com/custos-audit/custos/source"
 	"github.com/custos-audit/custos/store"
@@ -60,6 +62,8 @@ func runServe(ctx context.Context, args []string) error {
 		shutdownWait = fs.Duration("shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on shutdown")
 		silence      = fs.Duration("source-silence", 15*time.Minute, "alert when a source sends nothing (or only heartbeats) for this long")
 		lowFraction  = fs.Float64("source-low-fraction", 0.25, "alert when an hour brings less than this fraction of a source's learned volume")
+		secretKey    = fs.String("secret-key-file", "", "key sealing source credentials at rest; must exist (default: <data>/secret.key, created on first use)")
+		collectEvery = fs.Duration("collect-interval", time.Minute, "pause between the collection passes of each configured source")
 	)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -169,20 +173,28 @@ func runServe(ctx context.Context, args []string) error {
 		return err
 	}
 
+	collectors, err := openCollectors(*data, *secretKey, *collectEvery, svc, sources, promReg, log)
+	if err != nil {
+		queries.Close()
+		db.Close()
+		return err
+	}
+
 	srv := &http.Server{
 		Handler: api.New(api.Config{
-			Registry:  reg,
-			Ingest:    svc,
-			Reader:    db,
-			Retention: enforcer,
-			Queries:   queries,
-			Alerts:    det.alerts,
-			Detect:    det.engine,
-			Notify:    det.notifier,
-			Sources:   sources,
-			Ready:     db.Ready,
-			Metrics:   promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: promReg}),
-			Logger:    log.With("component", "api"),
+			Registry:   reg,
+			Ingest:     svc,
+			Reader:     db,
+			Retention:  enforcer,
+			Queries:    queries,
+			Alerts:     det.alerts,
+			Detect:     det.engine,
+			Notify:     det.notifier,
+			Sources:    sources,
+			Collectors: collectors,
+			Ready:      db.Ready,
+			Metrics:    promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: promReg}),
+			Logger:     log.With("component", "api"),
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       10 * time.Minute, // large batches on slow links
@@ -206,6 +218,8 @@ func runServe(ctx context.Context, args []string) error {
 	go func() { det.run(jobs); close(detectDone) }()
 	sourcesDone := make(chan struct{})
 	go func() { sources.Run(jobs, sourceCheckInterval); close(sourcesDone) }()
+	collectorsDone := make(chan struct{})
+	go func() { collectors.Run(jobs); close(collectorsDone) }()
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
@@ -221,7 +235,8 @@ func runServe(ctx context.Context, args []string) error {
 	<-jobsDone
 	<-detectDone
 	<-sourcesDone
-	queries.Close() // before the store: running jobs stop and run again at the next start
+	<-collectorsDone // collectors write through ingest: stop them before the store
+	queries.Close()  // before the store: running jobs stop and run again at the next start
 	if cerr := db.Close(); cerr != nil {
 		err = errors.Join(err, cerr)
 	}
@@ -413,4 +428,29 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		}
 	})
 	return err
+}
+
+// openCollectors opens the configured sources (their collectors start with
+// Run). tracker hears heartbeats and upstream windows; nil is a no-op.
+func openCollectors(data, keyFile string, interval time.Duration, svc *ingest.Service, tracker collection.Tracker,
+	reg prometheus.Registerer, log *slog.Logger) (*collection.Manager, error) {
+	if interval < time.Second {
+		return nil, usagef("--collect-interval %s: want at least 1s", interval)
+	}
+	// A key kept elsewhere must exist: making a new one there would
+	// silently orphan every credential sealed with the old one.
+	keys := &sealed.KeyFile{Path: keyFile}
+	if keyFile == "" {
+		keys = &sealed.KeyFile{Path: filepath.Join(data, "secret.key"), Create: true}
+	}
+	return collection.Open(collection.Options{
+		Path:       filepath.Join(data, "collectors", "sources.json"),
+		StateDir:   filepath.Join(data, "collectors"),
+		Keys:       keys,
+		Ingest:     svc,
+		Tracker:    tracker,
+		Interval:   interval,
+		Registerer: reg,
+		Logger:     log.With("component", "collectors"),
+	})
 }

@@ -9,11 +9,14 @@ import (
 
 func runSources(ctx context.Context, args []string) error { return sourcesCmd(ctx, args, osEnv()) }
 
-const sourcesUsage = "custos sources list|show|coverage --tenant ID [flags]"
+const sourcesUsage = "custos sources list|show|coverage|add|remove|config --tenant ID [flags]"
 
 func sourcesCmd(ctx context.Context, args []string, env cliEnv) error {
 	sub, args, err := subcommand(env, args, "sources", sourcesUsage)
 	if err != nil {
+		return err
+	}
+	if handled, err := sourcesConfigCmd(ctx, sub, args, env); handled {
 		return err
 	}
 	var tf tenantFlags

@@ -16,6 +16,11 @@ package m365test
 
 import (
 	"cmp"
+	"crypto"
+	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -34,6 +39,9 @@ import (
 // TenantOptions describes one fake tenant.
 type TenantOptions struct {
 	ID, ClientID, ClientSecret string
+	// Certificate is a certificate credential registered on the app: a
+	// client assertion signed by its key is accepted as well as the secret.
+	Certificate *x509.Certificate
 	// Records are simulated for Users over Days from Start, at Rate records
 	// per user per day (see simulate.Config).
 	Users int
@@ -140,6 +148,7 @@ type Stats struct {
 	BlobFetches      int // content blobs served
 	Expired          int // AF20051 answers
 	Started          int // subscriptions started
+	AssertionRefused int // client assertions refused
 }
 
 // New builds the server's content from the options.
@@ -404,21 +413,116 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, tid string) 
 		oauthErr(http.StatusBadRequest, "unsupported_grant_type", "AADSTS70003: grant type not supported here")
 	case r.PostForm.Get("client_id") != t.opts.ClientID:
 		oauthErr(http.StatusBadRequest, "unauthorized_client", "AADSTS700016: Application not found in the directory.")
-	case r.PostForm.Get("client_secret") != t.opts.ClientSecret:
+	case r.PostForm.Has("client_assertion") || r.PostForm.Has("client_assertion_type"):
+		if r.PostForm.Has("client_secret") {
+			oauthErr(http.StatusBadRequest, "invalid_request", "AADSTS700025: Client is public so neither 'client_assertion' nor 'client_secret' should be presented.")
+			return
+		}
+		if status, code, desc := s.checkAssertion(r, t, tid); status != 0 {
+			s.stats.AssertionRefused++
+			oauthErr(status, code, desc)
+			return
+		}
+		s.issue(w, r, tid)
+	case r.PostForm.Get("client_secret") == "":
+		oauthErr(http.StatusUnauthorized, "invalid_client", "AADSTS7000218: The request body must contain the following parameter: 'client_assertion' or 'client_secret'.")
+	case t.opts.ClientSecret == "" || r.PostForm.Get("client_secret") != t.opts.ClientSecret:
 		oauthErr(http.StatusUnauthorized, "invalid_client", "AADSTS7000215: Invalid client secret provided.")
 	case r.PostForm.Get("resource") != s.base(r):
 		oauthErr(http.StatusBadRequest, "invalid_resource", "AADSTS500011: The resource principal named "+r.PostForm.Get("resource")+" was not found.")
 	default:
-		s.tokSeq++
-		tok := fmt.Sprintf("fake.%s.%d.%016x", tid, s.tokSeq, s.rng.Uint64())
-		exp := s.now().Add(s.opts.TokenLifetime)
-		s.tokens[tok] = token{tenant: tid, expires: exp}
-		s.stats.Tokens++
-		writeJSON(w, http.StatusOK, map[string]string{
-			"token_type": "Bearer", "expires_in": strconv.Itoa(int(s.opts.TokenLifetime / time.Second)),
-			"expires_on": strconv.FormatInt(exp.Unix(), 10), "resource": s.base(r), "access_token": tok,
-		})
+		s.issue(w, r, tid)
 	}
+}
+
+// issue answers a token request with a new access token; callers hold s.mu.
+func (s *Server) issue(w http.ResponseWriter, r *http.Request, tid string) {
+	s.tokSeq++
+	tok := fmt.Sprintf("fake.%s.%d.%016x", tid, s.tokSeq, s.rng.Uint64())
+	exp := s.now().Add(s.opts.TokenLifetime)
+	s.tokens[tok] = token{tenant: tid, expires: exp}
+	s.stats.Tokens++
+	writeJSON(w, http.StatusOK, map[string]string{
+		"token_type": "Bearer", "expires_in": strconv.Itoa(int(s.opts.TokenLifetime / time.Second)),
+		"expires_on": strconv.FormatInt(exp.Unix(), 10), "resource": s.base(r), "access_token": tok,
+	})
+}
+
+// clockSkew is the tolerance Entra allows on an assertion's nbf and exp.
+const clockSkew = 5 * time.Minute
+
+// checkAssertion verifies a client assertion (RFC 7523) as Entra does:
+// the JWT is well formed and RS256, its x5t names a certificate registered
+// on the app, its signature verifies with that certificate's key, its
+// audience is this tenant's token endpoint, iss and sub are the client id,
+// and now lies within nbf..exp. It returns the HTTP status, OAuth error
+// and AADSTS description of a refusal, or status 0.
+func (s *Server) checkAssertion(r *http.Request, t *tenant, tid string) (int, string, string) {
+	const bad = http.StatusUnauthorized
+	if r.PostForm.Get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
+		return http.StatusBadRequest, "invalid_request", "AADSTS700010: Invalid client_assertion_type: '" + r.PostForm.Get("client_assertion_type") + "'."
+	}
+	parts := strings.Split(r.PostForm.Get("client_assertion"), ".")
+	if len(parts) != 3 {
+		return http.StatusBadRequest, "invalid_request", "AADSTS50027: JWT token is invalid or malformed."
+	}
+	var hdr struct {
+		Alg string `json:"alg"`
+		X5t string `json:"x5t"`
+	}
+	var claims struct {
+		Aud any    `json:"aud"`
+		Iss string `json:"iss"`
+		Sub string `json:"sub"`
+		Jti string `json:"jti"`
+		Nbf *int64 `json:"nbf"`
+		Exp *int64 `json:"exp"`
+	}
+	hb, err1 := base64.RawURLEncoding.DecodeString(parts[0])
+	cb, err2 := base64.RawURLEncoding.DecodeString(parts[1])
+	sig, err3 := base64.RawURLEncoding.DecodeString(parts[2])
+	if err1 != nil || err2 != nil || err3 != nil || json.Unmarshal(hb, &hdr) != nil || json.Unmarshal(cb, &claims) != nil {
+		return http.StatusBadRequest, "invalid_request", "AADSTS50027: JWT token is invalid or malformed."
+	}
+	if hdr.Alg != "RS256" {
+		return bad, "invalid_client", "AADSTS5002738: Invalid JWT token. '" + hdr.Alg + "' is not a supported signature algorithm."
+	}
+	cert := t.opts.Certificate
+	if cert == nil {
+		return bad, "invalid_client", "AADSTS700027: The certificate with identifier used to sign the client assertion is not registered on application. [Reason - The key was not found.]"
+	}
+	thumb := sha1.Sum(cert.Raw)
+	if hdr.X5t != base64.RawURLEncoding.EncodeToString(thumb[:]) {
+		return bad, "invalid_client", "AADSTS700027: The certificate with identifier used to sign the client assertion is not registered on application. [Reason - The key was not found., Thumbprint of key used by client: '" +
+			strings.ToUpper(hexOf(hdr.X5t)) + "']"
+	}
+	pub, ok := cert.PublicKey.(*rsa.PublicKey)
+	sum := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
+	if !ok || rsa.VerifyPKCS1v15(pub, crypto.SHA256, sum[:], sig) != nil {
+		return bad, "invalid_client", "AADSTS700027: Client assertion failed signature validation."
+	}
+	aud, _ := claims.Aud.(string)
+	endpoints := []string{s.base(r) + "/" + tid + "/oauth2/token", s.base(r) + "/" + tid + "/oauth2/v2.0/token"}
+	if !slices.Contains(endpoints, aud) {
+		return bad, "invalid_client", "AADSTS700023: Client assertion audience claim does not match Realm issuer. Presented audience: '" + aud + "'."
+	}
+	if claims.Iss != t.opts.ClientID || claims.Sub != t.opts.ClientID {
+		return bad, "invalid_client", "AADSTS700021: Client assertion application identifier doesn't match 'client_id' parameter."
+	}
+	if claims.Jti == "" || claims.Exp == nil {
+		return http.StatusBadRequest, "invalid_request", "AADSTS50027: JWT token is invalid or malformed (missing jti or exp)."
+	}
+	now := s.now()
+	if now.After(time.Unix(*claims.Exp, 0).Add(clockSkew)) || (claims.Nbf != nil && now.Add(clockSkew).Before(time.Unix(*claims.Nbf, 0))) {
+		return bad, "invalid_client", "AADSTS700024: Client assertion is not within its valid time range. Current time: " + now.UTC().Format("2006-01-02T15:04:05.0000000Z") +
+			", assertion valid to: " + time.Unix(*claims.Exp, 0).UTC().Format("2006-01-02T15:04:05.0000000Z") + "."
+	}
+	return 0, "", ""
+}
+
+func hexOf(b64 string) string {
+	b, _ := base64.RawURLEncoding.DecodeString(b64)
+	return fmt.Sprintf("%x", b)
 }
 
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, tid string, op []string) {
