@@ -205,7 +205,12 @@ func (c *Collector) collectType(ctx context.Context, cl *client, sem chan struct
 		oldest := c.cfg.Now().UTC().Add(-Retention + retentionMargin)
 		if start.Before(oldest) {
 			lost := start
-			if !lost.Before(cp.Start) && lost.Before(cp.End) {
+			switch {
+			case !explicit && !cp.End.IsZero() && lost.Before(cp.End):
+				// Before the checkpoint's end, content was collected or
+				// predates the collector's first start: neither is lost.
+				lost = cp.End
+			case !lost.Before(cp.Start) && lost.Before(cp.End):
 				lost = cp.End // already collected: only the rest is lost
 			}
 			if reportLoss && lost.Before(oldest) && lost.Before(to) {

@@ -367,6 +367,7 @@ func (r *Registry) UpstreamWindow(tenant, name string, start, end time.Time, rec
 	w := Window{Start: start.UTC(), End: end.UTC(), Records: records, Expired: expired, At: now}
 	r.mu.Lock()
 	e := r.get(tenant, name, KindM365, now)
+	e.Kind = KindM365
 	e.Windows = append(e.Windows, w)
 	if len(e.Windows) > maxWindows {
 		// Completed windows go first; expired ones are what an operator

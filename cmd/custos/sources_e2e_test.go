@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/custos-audit/custos/m365/m365test"
+	"github.com/custos-audit/custos/source"
 )
 
 // TestSourcesEndToEnd: custos sources add configures a certificate-based
@@ -96,6 +98,27 @@ func TestSourcesEndToEnd(t *testing.T) {
 	check("after the restart", storedIDs(s, "contoso", read))
 
 	env[0] = "CUSTOS_SERVER=" + s.url
+	// The collector reports to source tracking: heartbeats after its
+	// passes, and the windows it completed.
+	var st source.Status
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if err := json.Unmarshal([]byte(runCLI(t, env, "sources", "show", "--tenant", "contoso", "m365-prod")), &st); err != nil {
+			t.Fatal(err)
+		}
+		if !st.LastHeartbeat.IsZero() || time.Now().After(deadline) {
+			break
+		}
+	}
+	if st.Kind != source.KindM365 || st.LastHeartbeat.IsZero() || len(st.Windows) == 0 || st.Health == source.HealthSilent {
+		t.Errorf("source status of the collector: %+v", st)
+	}
+	// Nothing expired in the fake; a restart must not report what predates
+	// the first start as lost.
+	for _, w := range st.Windows {
+		if w.Expired {
+			t.Errorf("an expired window was reported: %+v", w)
+		}
+	}
 	out = runCLI(t, env, "sources", "remove", "--tenant", "contoso", "m365-prod")
 	if !strings.Contains(out, "removed") {
 		t.Fatalf("remove said %q", out)
@@ -109,6 +132,11 @@ func TestSourcesEndToEnd(t *testing.T) {
 
 	key := bytes.TrimSpace(cred.KeyPKCS1[40:120])
 	files, _ := filepath.Glob(filepath.Join(data, "*.json"))
+	more, _ := filepath.Glob(filepath.Join(data, "collectors", "*.json"))
+	files = append(files, more...)
+	if len(more) == 0 {
+		t.Error("no configured sources file under collectors/")
+	}
 	for _, f := range files {
 		b, _ := os.ReadFile(f)
 		if bytes.Contains(b, []byte("PRIVATE KEY")) || bytes.Contains(b, key) {
