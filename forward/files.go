@@ -266,6 +266,18 @@ func (t *tailer) open(path string) (*tailFile, error) {
 		t.logger.Info("following file", "path", path, "from", p.Offset)
 		return tf, nil
 	}
+	if len(head) == fpSize {
+		// A copy of a file being followed (copytruncate's copy seen
+		// before the truncation): what was read of the original is in it.
+		fp := fingerprint(head)
+		for _, o := range t.files {
+			if o.pos.FPLen == fpSize && o.pos.FP == fp {
+				tf.pos.Offset, tf.pos.FPLen, tf.pos.FP = min(o.pos.Offset, fi.Size()), fpSize, fp
+				t.logger.Info("following a copy of a followed file", "path", path, "copy_of", o.pos.Path, "from", tf.pos.Offset)
+				return tf, nil
+			}
+		}
+	}
 	t.logger.Info("following new file", "path", path)
 	return tf, nil
 }
@@ -324,9 +336,8 @@ func (t *tailer) read(ctx context.Context, tf *tailFile) (int64, error) {
 			}
 			line := data[used : used+nl]
 			used += nl + 1
-			if tf.skipping {
+			if tf.skipping { // the end of a long line, counted when it began
 				tf.skipping = false
-				lost++
 				continue
 			}
 			line = bytes.TrimSpace(line)
@@ -347,7 +358,7 @@ func (t *tailer) read(ctx context.Context, tf *tailFile) (int64, error) {
 				// A line longer than the limit: skip what there is of
 				// it now, the rest when its newline arrives.
 				if !tf.skipping {
-					t.logger.Warn("skipping a line longer than the limit", "path", tf.pos.Path, "offset", tf.pos.Offset, "limit", t.maxLine)
+					lost++
 				}
 				tf.skipping = true
 				used = n

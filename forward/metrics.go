@@ -47,18 +47,18 @@ type queueCollector struct {
 }
 
 var (
-	descRead       = prometheus.NewDesc("custos_forward_records_read_total", "Records read from inputs into the disk queue (kept across restarts).", nil, nil)
-	descSent       = prometheus.NewDesc("custos_forward_records_sent_total", "Records the server took, accepted or duplicate (kept across restarts).", nil, nil)
-	descRejected   = prometheus.NewDesc("custos_forward_records_rejected_total", "Records the server rejected one by one (kept across restarts).", nil, nil)
-	descBatches    = prometheus.NewDesc("custos_forward_batches_sent_total", "Batches the server answered 2xx (kept across restarts).", nil, nil)
-	descRefused    = prometheus.NewDesc("custos_forward_refused_batches_total", "Batches the server refused as a whole with a permanent 4xx (kept across restarts).", nil, nil)
-	descQBytes     = prometheus.NewDesc("custos_forward_queue_bytes", "Bytes of queued batches not yet delivered.", nil, nil)
-	descQRecords   = prometheus.NewDesc("custos_forward_queue_records", "Records in queued batches not yet delivered.", nil, nil)
-	descQMax       = prometheus.NewDesc("custos_forward_queue_max_bytes", "The disk queue's bound.", nil, nil)
-	descSeq        = prometheus.NewDesc("custos_forward_sequence", "Sequence number of the last batch queued.", nil, nil)
-	descAcked      = prometheus.NewDesc("custos_forward_acked_sequence", "Every batch up to this sequence number is delivered (or refused).", nil, nil)
-	descLastAck    = prometheus.NewDesc("custos_forward_last_ack_timestamp_seconds", "When the acknowledged sequence last advanced; 0 if not since start.", nil, nil)
-	descLost       = prometheus.NewDesc("custos_forward_lost_records_total", "Records that will not reach the server: too_long lines skipped in files (since start), refused batches (4xx, kept across restarts).", []string{"reason"}, nil)
+	descRead     = prometheus.NewDesc("custos_forward_records_read_total", "Records read from inputs into the disk queue (kept across restarts).", nil, nil)
+	descSent     = prometheus.NewDesc("custos_forward_records_sent_total", "Records the server took, accepted or duplicate (kept across restarts).", nil, nil)
+	descRejected = prometheus.NewDesc("custos_forward_records_rejected_total", "Records the server rejected one by one (kept across restarts).", nil, nil)
+	descBatches  = prometheus.NewDesc("custos_forward_batches_sent_total", "Batches the server answered 2xx (kept across restarts).", nil, nil)
+	descRefused  = prometheus.NewDesc("custos_forward_refused_batches_total", "Batches the server refused as a whole with a permanent 4xx (kept across restarts).", nil, nil)
+	descQBytes   = prometheus.NewDesc("custos_forward_queue_bytes", "Bytes of queued batches not yet delivered.", nil, nil)
+	descQRecords = prometheus.NewDesc("custos_forward_queue_records", "Records in queued batches not yet delivered.", nil, nil)
+	descQMax     = prometheus.NewDesc("custos_forward_queue_max_bytes", "The disk queue's bound.", nil, nil)
+	descSeq      = prometheus.NewDesc("custos_forward_sequence", "Sequence number of the last batch queued.", nil, nil)
+	descAcked    = prometheus.NewDesc("custos_forward_acked_sequence", "Every batch up to this sequence number is delivered (or refused).", nil, nil)
+	descLastAck  = prometheus.NewDesc("custos_forward_last_ack_timestamp_seconds", "When the acknowledged sequence last advanced; 0 if not since start.", nil, nil)
+	descLost     = prometheus.NewDesc("custos_forward_lost_records_total", "Records that will not reach the server: too_long lines skipped in files (since start), refused batches (4xx, kept across restarts).", []string{"reason"}, nil)
 )
 
 func (c queueCollector) Describe(ch chan<- *prometheus.Desc) {
