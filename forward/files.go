@@ -140,12 +140,16 @@ func (t *tailer) scan(ctx context.Context) error {
 		// Saved positions no file claimed: the file went away while the
 		// forwarder was not running. If it had unread bytes, they are lost.
 		for _, p := range t.known {
-			if p.Offset >= 0 {
+			if p.Offset < p.Size {
 				t.m.lostFiles.Inc()
-				t.logger.Error("a file the forwarder was reading is gone; lines it had not read are lost",
-					"path", p.Path, "read_to", p.Offset)
-				forget = append(forget, Position{Dev: p.Dev, Ino: p.Ino, Offset: -1})
+				t.logger.Error("a file the forwarder was reading went away while it was stopped; the lines it had not read are lost",
+					"path", p.Path, "read_to", p.Offset, "size_last_seen", p.Size)
+			} else {
+				// Read to the size last seen; whether more was written
+				// before it went away cannot be known.
+				t.logger.Info("a file read to its end went away while the forwarder was stopped", "path", p.Path)
 			}
+			forget = append(forget, Position{Dev: p.Dev, Ino: p.Ino, Offset: -1})
 		}
 		t.known = nil
 	}
@@ -374,6 +378,7 @@ func (t *tailer) read(ctx context.Context, tf *tailFile) (int64, error) {
 			t.logger.Warn("skipped lines longer than the limit", "path", tf.pos.Path, "lines", lost, "limit", t.maxLine)
 		}
 		t.advance(tf, data[:used])
+		tf.pos.Size = max(tf.size, tf.pos.Offset)
 		c.positions = []Position{tf.pos}
 		if err := t.submit(ctx, c); err != nil {
 			return total, err

@@ -57,6 +57,10 @@ type Position struct {
 	FP     uint64 `json:"fp"`     // FNV-1a of those bytes
 	Offset int64  `json:"offset"` // bytes consumed; -1 in an update means "forget this file"
 	Path   string `json:"path"`   // where it was last seen, for logs
+	// Size is the file's size when it was last looked at: if the file
+	// disappears while the forwarder is stopped, Offset < Size tells that
+	// unread lines went with it.
+	Size int64 `json:"size,omitempty"`
 }
 
 func (p Position) key() string { return fmt.Sprintf("%d:%d", p.Dev, p.Ino) }
