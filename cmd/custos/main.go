@@ -34,7 +34,7 @@ func commands() map[string]command {
 		"tenant":    {"manage tenants (create, list)", runTenant},
 		"token":     {"manage API tokens (create, list, revoke)", runToken},
 		"collect":   {"pull audit records from Microsoft 365 into a file, resumably (collect m365)", runCollect},
-		"bench":     {"measure ingest throughput, storage and memory, and search speed (bench ingest, bench search)", runBench},
+		"bench":     {"measure ingest throughput, storage and memory, search speed, and the forwarder (bench ingest, bench search, bench forward)", runBench},
 	}
 }
 
