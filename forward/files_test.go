@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/custos-audit/custos/client"
 )
@@ -165,6 +167,7 @@ func delivered(t *testing.T, rf *running, want uint64) {
 func checkExactlyOnce(t *testing.T, r *receiver, n int) {
 	t.Helper()
 	got, seqs := r.snapshot()
+	slices.Sort(seqs) // concurrent sends and retries arrive in any order
 	for i := range n {
 		if c := got[rec(i)]; c != 1 {
 			t.Errorf("record %d received %d times", i, c)
@@ -265,8 +268,15 @@ func TestTailCopyTruncate(t *testing.T) {
 			delivered(t, rf, 60)
 			// logrotate's copytruncate: copy, then truncate in place;
 			// the writer's O_APPEND descriptor goes on at offset 0.
+			// The copy appears whole (written aside, then renamed):
+			// a copy caught before its first 1 KiB is written cannot be
+			// told from a new file and would be read again (see
+			// docs/forwarding.md, Limits).
 			b, _ := os.ReadFile(log)
-			if err := os.WriteFile(log+".1", b, 0o644); err != nil {
+			if err := os.WriteFile(filepath.Join(dir, "copy.tmp"), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(filepath.Join(dir, "copy.tmp"), log+".1"); err != nil {
 				t.Fatal(err)
 			}
 			if err := os.Truncate(log, 0); err != nil {
@@ -329,5 +339,38 @@ func TestTailLongLinesSkipped(t *testing.T) {
 	checkExactlyOnce(t, r, 30)
 	if n := rf.f.m.tooLong.Load(); n != 2 {
 		t.Fatalf("%d long lines counted, want 2", n)
+	}
+}
+
+func testCounter(c interface{ Write(*dto.Metric) error }) float64 {
+	var m dto.Metric
+	c.Write(&m)
+	return m.GetCounter().GetValue()
+}
+
+// TestTailFileGoneWhileStopped: a file deleted with unread lines while the
+// forwarder was stopped is counted as lost; one read to its end is not.
+func TestTailFileGoneWhileStopped(t *testing.T) {
+	dir := t.TempDir()
+	r := newReceiver(t)
+	q := filepath.Join(dir, "q")
+	a, b := filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")
+	appendRecs(t, a, 0, 10)
+	appendRecs(t, b, 10, 20)
+	// A last line still without its newline: the forwarder has seen
+	// bytes it has not read.
+	f, _ := os.OpenFile(a, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(`{"Id":"half`)
+	f.Close()
+	rf := startForwarder(t, r, q, []string{filepath.Join(dir, "*.log")}, nil)
+	delivered(t, rf, 20)
+	rf.stop(t)
+	os.Remove(a)
+	os.Remove(b) // read to its end
+	rf = startForwarder(t, r, q, []string{filepath.Join(dir, "*.log")}, nil)
+	waitFor(t, "the lost file counted", func() bool { return testCounter(rf.f.m.lostFiles) == 1 })
+	rf.stop(t)
+	if n := testCounter(rf.f.m.lostFiles); n != 1 {
+		t.Fatalf("%v files counted lost, want 1", n)
 	}
 }
