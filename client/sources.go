@@ -39,8 +39,3 @@ func (c *Client) Coverage(ctx context.Context, tenant, name, from, to string) (s
 	err := c.do(ctx, http.MethodGet, tenantPath(tenant, "/sources/"+url.PathEscape(name)+"/coverage?"+q.Encode()), nil, &cov)
 	return cov, err
 }
-
-// Heartbeat reports on a sender to the server.
-func (c *Client) Heartbeat(ctx context.Context, tenant, name string, hb source.Heartbeat) error {
-	return c.do(ctx, http.MethodPost, tenantPath(tenant, "/sources/"+url.PathEscape(name)+"/heartbeat"), hb, nil)
-}

@@ -27,7 +27,9 @@ import (
 
 	"github.com/custos-audit/custos/api"
 	"github.com/custos-audit/custos/auth"
+	"github.com/custos-audit/custos/client"
 	"github.com/custos-audit/custos/detect"
+	"github.com/custos-audit/custos/forward"
 	"github.com/custos-audit/custos/ingest"
 	"github.com/custos-audit/custos/simulate"
 	"github.com/custos-audit/custos/store"
@@ -37,8 +39,11 @@ func runBench(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "search" {
 		return runBenchSearch(ctx, args[1:])
 	}
+	if len(args) > 0 && args[0] == "forward" {
+		return runBenchForward(ctx, args[1:])
+	}
 	if len(args) == 0 || args[0] != "ingest" {
-		return usagef("usage: custos bench ingest|search [flags]  (see custos bench ingest -h, custos bench search -h)")
+		return usagef("usage: custos bench ingest|search|forward [flags]  (see custos bench ingest -h, custos bench search -h, custos bench forward -h)")
 	}
 	fs := flag.NewFlagSet("bench ingest", flag.ContinueOnError)
 	fs.Usage = func() {
@@ -373,4 +378,111 @@ func vmHWM() int64 {
 		}
 	}
 	return 0
+}
+
+// runBenchForward measures custos forward end to end: simulator records in
+// a file, followed by a forwarder (disk queue, fsync per batch) into an
+// in-process server on loopback that stores them durably.
+func runBenchForward(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bench forward", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: custos bench forward [flags]\n\nMeasures custos forward: a file of simulator records followed by a forwarder\n(disk queue, fsync per batch) into an in-process server on loopback, from\nstart until the server has acknowledged every record.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	var (
+		records     = fs.Int("records", 500_000, "records to forward")
+		users       = fs.Int("users", 5000, "simulated users")
+		seed        = fs.Int64("seed", 1, "simulator seed")
+		concurrency = fs.Int("concurrency", 2, "batches in flight")
+		batch       = fs.Int("batch-records", 5000, "records per batch")
+		dataDir     = fs.String("data", "", "directory for input, queue and store (default: a temporary one, removed afterwards)")
+		memLimit    = fs.String("memory-limit", "2GB", "DuckDB memory limit")
+	)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	dir := *dataDir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "custos-bench-forward-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	input := filepath.Join(dir, "bench-input.ndjson")
+	rawBytes, err := benchInput(input, *records, *users, *seed)
+	if err != nil {
+		return err
+	}
+	queue := filepath.Join(dir, "forward-queue")
+	os.RemoveAll(queue)
+	db, err := store.Open(filepath.Join(dir, "store"), store.Options{MemoryLimit: *memLimit, MinFreeBytes: -1})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	base, token, stop, err := benchServer(dir, db, auth.RoleIngest)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	f, err := forward.New(forward.Config{
+		Client: client.New(base, token), Tenant: "bench", Source: "bench-forward",
+		QueueDir: queue, Files: []string{input}, Poll: 100 * time.Millisecond,
+		BatchRecords: *batch, Concurrency: *concurrency, Heartbeat: time.Hour,
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		return err
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- f.Run(fctx) }()
+	want := uint64(*records)
+	for {
+		st := f.Stats()
+		if st.Counters.Sent+st.Counters.Rejected >= want && st.Acked == st.Sequence {
+			break
+		}
+		select {
+		case err := <-done:
+			cancel()
+			return fmt.Errorf("forwarder stopped: %v", err)
+		case <-ctx.Done():
+			cancel()
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	elapsed := time.Since(start)
+	cancel()
+	if err := <-done; err != nil {
+		return err
+	}
+	st := f.Stats()
+	res := map[string]any{
+		"records":              st.Counters.Sent + st.Counters.Rejected,
+		"rejected":             st.Counters.Rejected,
+		"batches":              st.Sequence,
+		"elapsed_s":            round2(elapsed.Seconds()),
+		"records_per_s":        int64(float64(want) / elapsed.Seconds()),
+		"mb_per_s":             round2(float64(rawBytes) / elapsed.Seconds() / 1e6),
+		"raw_bytes_per_record": rawBytes / max(int64(*records), 1),
+		"peak_rss_mb":          vmHWM() >> 20,
+		"gomaxprocs":           runtime.GOMAXPROCS(0),
+	}
+	keys := make([]string, 0, len(res))
+	for k := range res {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Printf("%-22s %v\n", k, res[k])
+	}
+	return nil
 }

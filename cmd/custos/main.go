@@ -26,6 +26,7 @@ func commands() map[string]command {
 		"notify":    {"alert notifications: webhooks, Teams and Slack (list, add, remove, test)", runNotify},
 		"simulate":  {"generate realistic Microsoft 365 audit activity", runSimulate},
 		"ingest":    {"send audit records from files to a server", runIngest},
+		"forward":   {"follow local files and a local endpoint, ship their records to a server through a disk queue", runForward},
 		"search":    {"search a tenant's records; export them as csv or ndjson", runSearch},
 		"query":     {"asynchronous audit log queries, Graph-style (create, list, show, records, cancel, delete)", runQuery},
 		"rules":     {"detection rules: list them, test them on records, add and remove a tenant's own (list, test, add, remove)", runRules},
@@ -34,7 +35,7 @@ func commands() map[string]command {
 		"token":     {"manage API tokens (create, list, revoke)", runToken},
 		"sources":   {"sources of records: health, hourly coverage, in-server Microsoft 365 collectors (list, show, coverage, add, remove, config)", runSources},
 		"collect":   {"pull audit records from Microsoft 365 into a file, resumably (collect m365)", runCollect},
-		"bench":     {"measure ingest throughput, storage and memory, and search speed (bench ingest, bench search)", runBench},
+		"bench":     {"measure ingest throughput, storage and memory, search speed, and the forwarder (bench ingest, bench search, bench forward)", runBench},
 	}
 }
 
