@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
+	"github.com/custos-audit/custos/source"
 	"io"
 	"net"
 	"net/http"
@@ -254,6 +256,23 @@ func TestForwardOutageKillRestart(t *testing.T) {
 	}
 	if m["custos_forward_last_ack_timestamp_seconds"] == 0 {
 		t.Error("no last ack time")
+	}
+	if m[`custos_forward_heartbeats_total{result="not_found"}`] != 0 {
+		t.Error("the server did not take the forwarder's heartbeats")
+	}
+
+	// The server, killed with SIGKILL once itself, knows the forwarder:
+	// every batch number arrived, no gap; its heartbeat counts what it sent.
+	var st source.Status
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		json.Unmarshal(s.mustCall("GET", "/api/v1/tenants/contoso/sources/app-host-1", readTok, nil, 200), &st)
+		if st.Heartbeat != nil && st.Heartbeat.RecordsSent == 3200 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if st.Kind != source.KindForwarder || st.Sequence != uint64(m["custos_forward_sequence"]) || len(st.Gaps) != 0 ||
+		st.Heartbeat == nil || st.Heartbeat.RecordsSent != 3200 || st.Heartbeat.Acked != st.Sequence {
+		t.Errorf("the server's view of the forwarder: %+v (heartbeat %+v)", st, st.Heartbeat)
 	}
 }
 
