@@ -103,12 +103,15 @@ func loadFS(fsys fs.FS, prefix string) ([]*Rule, error) {
 // Matching returns the rules of sets that r matches, in the order given.
 // The record is decoded at most once however many sets there are.
 func Matching(r *audit.Record, sets ...[]*Rule) []*Rule {
-	ev := Event(r)
+	var ev *recordEvent // made when a rule passes its gate
 	var out []*Rule
 	for _, rs := range sets {
 		for _, x := range rs {
 			if x.gated && !x.gate.Allows(r.Operation) {
 				continue
+			}
+			if ev == nil {
+				ev = Event(r)
 			}
 			if x.Match(ev) {
 				out = append(out, x)
