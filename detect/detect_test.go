@@ -3,8 +3,8 @@ package detect
 import (
 	"bytes"
 	"fmt"
-	"strconv"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
