@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"strings"
 	"time"
 )
 
@@ -55,12 +56,12 @@ func (b *baseline) learning(t int64, o *Options) bool {
 
 // see records key at t and reports whether the record is news: the key was
 // unknown and learning is over, or it was flagged so and t is within the
-// follow-up period.
-func (b *baseline) see(key string, t int64, o *Options) bool {
-	v := b.Seen[key]
+// follow-up period. The key is copied only when it is new.
+func (b *baseline) see(key []byte, t int64, o *Options) bool {
+	v := b.Seen[string(key)]
 	if v == nil {
 		v = &value{First: t, Last: t}
-		b.Seen[key] = v
+		b.Seen[string(key)] = v
 		if !b.learning(t, o) {
 			v.Flagged = t
 			return true
@@ -72,12 +73,12 @@ func (b *baseline) see(key string, t int64, o *Options) bool {
 }
 
 // known reports whether key was ever seen.
-func (b *baseline) known(key string) bool { return b.Seen[key] != nil }
+func (b *baseline) known(key []byte) bool { return b.Seen[string(key)] != nil }
 
 // flagged reports whether key first appeared after learning: its own
 // alert covers what follows.
-func (b *baseline) flagged(key string) bool {
-	v := b.Seen[key]
+func (b *baseline) flagged(key []byte) bool {
+	v := b.Seen[string(key)]
 	return v != nil && v.Flagged != 0
 }
 
@@ -87,7 +88,7 @@ func (b *baseline) count(mailbox string, day int32, n int64, learning bool, o *O
 	v := b.Volume[mailbox]
 	if v == nil {
 		v = &volume{Day: day}
-		b.Volume[mailbox] = v
+		b.Volume[strings.Clone(mailbox)] = v // not pinning the record's strings
 	}
 	switch {
 	case day < v.Day:

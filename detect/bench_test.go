@@ -112,3 +112,73 @@ func envInt(name string, def int) int {
 	}
 	return def
 }
+
+// BenchmarkDetect measures detection's CPU per record (one op = one record)
+// on simulator activity after the learning period: 200 users learn for 14
+// days (not timed), then b.N records of the following days are evaluated
+// with every baseline detector, the bundled rules and a test .mmdb. Which
+// records are timed depends on b.N, so compare runs with the same count:
+//
+//	go test ./detect -run '^$' -bench 'Detect$' -benchtime 200000x -count 6
+func BenchmarkDetect(b *testing.B) {
+	const users, learnDays = 200, 14
+	start := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
+	bundled, err := rules.Bundled()
+	if err != nil {
+		b.Fatal(err)
+	}
+	rate := 120.0
+	days := learnDays + int(float64(b.N)/(users*rate)) + 2
+	sim, err := simulate.New(simulate.Config{Tenant: "contoso", Users: users, Days: days, Seed: 7, Start: start, Rate: rate})
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	as, err := alert.Open(filepath.Join(dir, "alerts.jsonl"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer as.Close()
+	e, err := Open(filepath.Join(dir, "detect"), nil, as, testGeo(b), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	e.SetRules(bundled)
+	var p audit.Parser
+	learnEnd := start.AddDate(0, 0, learnDays)
+	// next parses up to n records; learning says whether the last one is
+	// still inside the learning period.
+	frame := make([]audit.Record, 0, 1000)
+	next := func(n int) bool {
+		frame = frame[:0]
+		for len(frame) < n {
+			raw, ok := sim.Next()
+			if !ok {
+				b.Fatalf("the simulator ran out after %d timed records", e.Evaluated())
+			}
+			r, err := p.Parse(bytes.Clone(raw))
+			if err != nil {
+				b.Fatal(err)
+			}
+			r.Tenant = "contoso"
+			frame = append(frame, r)
+		}
+		return frame[len(frame)-1].CreationTime.Before(learnEnd)
+	}
+	seq := uint64(0)
+	for next(cap(frame)) {
+		seq++
+		e.apply(seq, frame)
+	}
+	seq++
+	e.apply(seq, frame)
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		b.StopTimer()
+		next(min(cap(frame), b.N-done))
+		b.StartTimer()
+		seq++
+		e.apply(seq, frame)
+		done += len(frame)
+	}
+}

@@ -106,12 +106,13 @@ type Engine struct {
 	feed   Feed
 	alerts Alerts
 	geo    Geo
-	nets   struct { // networks of addresses seen, so geo is asked once each
+	nets   struct { // networks of addresses (ClientIP) seen, so each is parsed and looked up once
 		mu sync.Mutex
-		m  map[netip.Addr][]netKey
+		m  map[string][]netKey
 	}
-	log *slog.Logger
-	met *metrics
+	clients clientCache
+	log     *slog.Logger
+	met     *metrics
 
 	mu        sync.Mutex // guards the state below against rebuilds and API readers
 	seq       uint64     // last feed frame applied to the baselines

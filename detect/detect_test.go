@@ -1,8 +1,10 @@
 package detect
 
 import (
+	"bytes"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -161,5 +163,69 @@ func TestGrantedAccessExplainsCrossMailboxReads(t *testing.T) {
 	got := as.List("acme", alert.Filter{Detector: CrossMailboxRead})
 	if len(got) != 1 || got[0].Entity != "mallory@acme.example" {
 		t.Fatalf("cross-mailbox alerts %+v, want one for mallory's self-granted access", got)
+	}
+}
+
+// FuzzRawScans: the shortcuts through raw records agree with what they
+// replace: mayNameToken with two bytes.Contains, plainExtendedValue with
+// decoding the entry as JSON.
+func FuzzRawScans(f *testing.F) {
+	for _, s := range []string{
+		`{"Name":"UserAgent","Value":"Mozilla/5.0 (Windows NT 10.0; Win64; x64)"},{"Name":"KeyId","Value":"k1"}`,
+		`"UserAgent","Value":"a\"b"}`, `"UserAgent","Value":"tab	here"}`, `"UserAgent","Value":"é"}`,
+		`"UserAgent","Value":"x"} `, `"UserAgent","Value":"x","Other":1}`, `"UserAgent":"x"}`, `"UserAgent","Value":""}`,
+		`TokenIssuer`, `KeyI`, `xxTokenIssuerxx`, `okenIssuer KeyId`, `kKkK`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		want := bytes.Contains(b, []byte("TokenIssuer")) || bytes.Contains(b, []byte("KeyId"))
+		if got := mayNameToken(b); got != want {
+			t.Fatalf("mayNameToken(%q) = %v, want %v", b, got, want)
+		}
+		i := bytes.Index(b, []byte(`"UserAgent"`))
+		if i < 0 {
+			return
+		}
+		if v, ok := plainExtendedValue(b[i:]); ok && string(v) != extendedValue(b[i:]) {
+			t.Fatalf("plainExtendedValue(%q) = %q, decoding says %q", b[i:], v, extendedValue(b[i:]))
+		}
+	})
+}
+
+// The client family cache answers what the families say, for clients
+// and user agents met for the first time and again, even once full.
+func TestClientFamilyCache(t *testing.T) {
+	e, _ := testEngine(t)
+	rec := func(cis, op, ua string) *audit.Record {
+		raw := `{}`
+		if ua != "" {
+			raw = `{"ExtendedProperties":[{"Name":"UserAgent","Value":` + strconv.Quote(ua) + `}]}`
+		}
+		return &audit.Record{ClientInfoString: cis, Operation: op, Raw: []byte(raw)}
+	}
+	for round := range 2 {
+		for i := range maxCachedClients + 10 {
+			win := fmt.Sprintf("Mozilla/5.0 (Windows NT 10.0) Chrome/%d.0", i)
+			for _, tc := range []struct {
+				r    *audit.Record
+				want string
+			}{
+				{rec("Client=OWA;Action=ViaProxy;"+win, "MailItemsAccessed", ""), "OWA Chrome/Windows"},
+				{rec("Client=REST;Client=RESTSystem;", "MailItemsAccessed", ""), "REST"},
+				{rec("", "UserLoggedIn", win), "Chrome/Windows"},
+				{rec("", "UserLoggedIn", "python-requests/"+strconv.Itoa(i)+" \u00e9"), "Python"},
+				{rec("", "FileAccessed", win), ""},
+				{rec("", "UserLoginFailed", ""), ""},
+				{rec(fmt.Sprintf("Tool%d/1.0", i), "Send", ""), fmt.Sprintf("Tool%d", i)},
+			} {
+				if got := e.clientFamily(tc.r); got != tc.want {
+					t.Fatalf("round %d, %d: family of %q / %s: %q, want %q", round, i, tc.r.ClientInfoString, tc.r.Raw, got, tc.want)
+				}
+			}
+		}
+	}
+	if n := len(e.clients.byInfo); n == 0 || n > maxCachedClients {
+		t.Fatalf("the cache holds %d clients, want 1 to %d", n, maxCachedClients)
 	}
 }

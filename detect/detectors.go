@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/custos-audit/custos/alert"
@@ -54,17 +55,26 @@ func (e *Engine) detect(b *baseline, r *audit.Record, pos uint64, now time.Time)
 			Related: related, RecordID: r.ID, At: r.CreationTime, Pos: pos, Explanation: why, Title: title(det)})
 	}
 	user := strings.ToLower(r.UserID)
-	addr, _ := netip.ParseAddr(r.ClientIP)
+	// Keys are built in one buffer: looking a known value up (nearly every
+	// time) allocates nothing.
+	var buf [160]byte
+	key := func(parts ...string) []byte {
+		k := buf[:0]
+		for _, p := range parts {
+			k = append(k, p...)
+		}
+		return k
+	}
 
 	// Networks are learned from every record of the user (a sign-in from
 	// home makes home known), but alerted on only for mailbox access.
 	var netKeys []netKey
-	if user != "" && addr.IsValid() && !addr.IsLoopback() && !addr.IsPrivate() {
-		netKeys = e.networks(addr)
+	if user != "" {
+		netKeys = e.networks(r.ClientIP)
 	}
 	mail := r.Operation == mailItemsAccessed
 	for _, k := range netKeys {
-		key := "net|" + user + "|" + k.key
+		key := key("net|", user, "|", k.key)
 		if !mail {
 			b.see(key, t, o)
 			continue
@@ -76,16 +86,16 @@ func (e *Engine) detect(b *baseline, r *audit.Record, pos uint64, now time.Time)
 		}
 	}
 
-	if fam := clientFamily(r); fam != "" && user != "" {
-		if b.see("cli|"+user+"|"+fam, t, o) {
+	if user != "" {
+		if fam := e.clientFamily(r); fam != "" && b.see(key("cli|", user, "|", fam), t, o) {
 			find(ClientNew, "low", user, fam, fmt.Sprintf("%s used client %q, never seen for this user during %d days of history",
 				r.UserID, fam, days()))
 		}
 	}
 
-	if bytes.Contains(r.Raw, []byte("TokenIssuer")) || bytes.Contains(r.Raw, []byte("KeyId")) {
+	if mayNameToken(r.Raw) {
 		for _, v := range tokenFields(r.Raw) {
-			if b.see("tok|"+v, t, o) {
+			if b.see(key("tok|", v), t, o) {
 				find(TokenIssuerNew, "high", v, user, fmt.Sprintf("%s presented a token from %s, never seen in this tenant during %d days of history",
 					orNone(r.UserID), v, days()))
 			}
@@ -100,13 +110,13 @@ func (e *Engine) detect(b *baseline, r *audit.Record, pos uint64, now time.Time)
 	}
 	mbx := mailboxOf(r)
 	if app := appOf(r); app != "" {
-		tenantNew := b.see("app|"+app, t, o)
-		mailboxNew := b.see("mapp|"+mbx+"|"+app, t, o)
+		tenantNew := b.see(key("app|", app), t, o)
+		mailboxNew := b.see(key("mapp|", mbx, "|", app), t, o)
 		switch {
 		case tenantNew:
 			find(MailAppNew, "high", app, mbx, fmt.Sprintf(
 				"AppId %s accessed mailbox %s; never seen accessing mail in this tenant during %d days of history", app, mbx, days()))
-		case mailboxNew && !b.flagged("app|"+app):
+		case mailboxNew && !b.flagged(key("app|", app)):
 			find(MailboxAppNew, "medium", mbx, app, fmt.Sprintf(
 				"AppId %s accessed mailbox %s; it reads mail in this tenant but never read this mailbox during %d days of history", app, mbx, days()))
 		}
@@ -115,7 +125,7 @@ func (e *Engine) detect(b *baseline, r *audit.Record, pos uint64, now time.Time)
 		// Access someone else granted (an admin's Add-MailboxPermission)
 		// explains the reads that follow; access a user granted
 		// themselves does not.
-		if b.see("xmbx|"+user+"|"+mbx, t, o) && !b.known(grantKey(user, mbx)) {
+		if b.see(key("xmbx|", user, "|", mbx), t, o) && !b.known([]byte(grantKey(user, mbx))) {
 			find(CrossMailboxRead, "medium", user, mbx, fmt.Sprintf(
 				"%s read the mailbox of %s, which they never read during %d days of history", r.UserID, mbx, days()))
 		}
@@ -127,7 +137,7 @@ func (e *Engine) detect(b *baseline, r *audit.Record, pos uint64, now time.Time)
 				"mailbox %s had over %.0f items accessed on %s; its busiest day in its history had %.0f",
 				mbx, max(o.VolumeFactor*peak, peak+float64(o.VolumeFloor)), r.CreationTime.Format(time.DateOnly), peak))
 		}
-		if r.IsThrottled && b.see("thr|"+mbx, t, o) {
+		if r.IsThrottled && b.see(key("thr|", mbx), t, o) {
 			find(MailVolume, "medium", mbx, "", fmt.Sprintf(
 				"mail access to mailbox %s was throttled (IsThrottled), which never happened during %d days of history", mbx, days()))
 		}
@@ -174,23 +184,30 @@ type netKey struct {
 	key, what, severity string
 }
 
-// networks names addr by country and ASN when the enrichment databases
-// know it, else by its /24 (IPv4) or /48 (IPv6) range.
-func (e *Engine) networks(addr netip.Addr) []netKey {
+// networks names the address ip (a record's ClientIP) by country and ASN
+// when the enrichment databases know it, else by its /24 (IPv4) or /48
+// (IPv6) range; it names no network for an unusable, loopback or private
+// address.
+func (e *Engine) networks(ip string) []netKey {
+	if ip == "" {
+		return nil
+	}
 	// A tenant's users come from few addresses, again and again: looking
-	// each up once saves most of the database walks.
+	// each up once saves parsing it and most of the database walks.
 	e.nets.mu.Lock()
-	keys, ok := e.nets.m[addr]
+	keys, ok := e.nets.m[ip]
 	e.nets.mu.Unlock()
 	if ok {
 		return keys
 	}
-	keys = e.lookupNetworks(addr)
+	if addr, err := netip.ParseAddr(ip); err == nil && !addr.IsLoopback() && !addr.IsPrivate() {
+		keys = e.lookupNetworks(addr)
+	}
 	e.nets.mu.Lock()
 	if e.nets.m == nil || len(e.nets.m) >= maxCachedNetworks {
-		e.nets.m = make(map[netip.Addr][]netKey)
+		e.nets.m = make(map[string][]netKey)
 	}
-	e.nets.m[addr] = keys
+	e.nets.m[strings.Clone(ip)] = keys // not pinning the record's strings
 	e.nets.mu.Unlock()
 	return keys
 }
@@ -227,21 +244,73 @@ func (e *Engine) lookupNetworks(addr netip.Addr) []netKey {
 // clientFamily names the kind of client a record came from: the Exchange
 // client (Client=OWA, REST, ...) with its browser and OS, or a sign-in's
 // user agent family. Versions are left out: they change every month.
-func clientFamily(r *audit.Record) string {
-	var client, ua string
+// Families are cached by client string and by user agent: records repeat
+// a handful of them.
+func (e *Engine) clientFamily(r *audit.Record) string {
 	if cis := r.ClientInfoString; cis != "" {
-		for part := range strings.SplitSeq(cis, ";") {
-			if c, ok := strings.CutPrefix(part, "Client="); ok && client == "" {
-				client = c
-			} else if strings.Contains(part, "/") {
-				ua = part
-			}
-		}
-	} else if signIn(r.Operation) {
-		// Sign-ins keep the user agent in ExtendedProperties; scanning
-		// every other record's raw bytes for it would cost for nothing.
-		if i := bytes.Index(r.Raw, []byte(`"UserAgent"`)); i >= 0 {
-			ua = extendedValue(r.Raw[i:])
+		return e.clients.get(&e.clients.byInfo, cis, cisFamily)
+	}
+	if !signIn(r.Operation) {
+		return ""
+	}
+	// Sign-ins keep the user agent in ExtendedProperties; scanning every
+	// other record's raw bytes for it would cost for nothing.
+	i := bytes.Index(r.Raw, []byte(`"UserAgent"`))
+	if i < 0 {
+		return ""
+	}
+	if ua, ok := plainExtendedValue(r.Raw[i:]); ok {
+		return e.clients.getBytes(ua)
+	}
+	return e.clients.get(&e.clients.byAgent, extendedValue(r.Raw[i:]), uaFamily)
+}
+
+// clientCache holds client families by ClientInfoString and by user agent.
+type clientCache struct {
+	mu              sync.Mutex
+	byInfo, byAgent map[string]string
+}
+
+// maxCachedClients bounds each map of the client cache; full, it starts over.
+const maxCachedClients = 1 << 12
+
+func (c *clientCache) get(m *map[string]string, s string, family func(string) string) string {
+	c.mu.Lock()
+	f, ok := (*m)[s]
+	c.mu.Unlock()
+	if ok {
+		return f
+	}
+	f = family(s)
+	c.mu.Lock()
+	if *m == nil || len(*m) >= maxCachedClients {
+		*m = make(map[string]string)
+	}
+	(*m)[strings.Clone(s)] = f
+	c.mu.Unlock()
+	return f
+}
+
+// getBytes is get of a user agent given as bytes, copied only when new.
+func (c *clientCache) getBytes(ua []byte) string {
+	c.mu.Lock()
+	f, ok := c.byAgent[string(ua)]
+	c.mu.Unlock()
+	if ok {
+		return f
+	}
+	return c.get(&c.byAgent, string(ua), uaFamily)
+}
+
+// cisFamily is the family of a ClientInfoString: its Client= part with the
+// family of the user agent in it.
+func cisFamily(cis string) string {
+	var client, ua string
+	for part := range strings.SplitSeq(cis, ";") {
+		if c, ok := strings.CutPrefix(part, "Client="); ok && client == "" {
+			client = c
+		} else if strings.Contains(part, "/") {
+			ua = part
 		}
 	}
 	fam := uaFamily(ua)
@@ -285,7 +354,7 @@ func learnGrant(b *baseline, r *audit.Record, t int64, o *Options) {
 	if identity == "" || grantee == "" || !full || grantee == strings.ToLower(r.UserID) {
 		return
 	}
-	b.see(grantKey(grantee, identity), t, o)
+	b.see([]byte(grantKey(grantee, identity)), t, o)
 }
 
 // grantKey names a grant of mailbox to user. Exchange names the mailbox by
@@ -315,6 +384,58 @@ func extendedValue(b []byte) string {
 		return ""
 	}
 	return kv.Value
+}
+
+// plainExtendedValue is extendedValue for the usual shape, ,"Value":"..."}
+// right after the name with nothing escaped in the value; ok is false for
+// any other, which extendedValue then reads. It returns the bytes in b.
+func plainExtendedValue(b []byte) (v []byte, ok bool) {
+	const name, value = `"UserAgent"`, `,"Value":"`
+	rest, ok := bytes.CutPrefix(b[len(name):], []byte(value))
+	if !ok {
+		return nil, false
+	}
+	n := bytes.IndexByte(rest, '"')
+	if n < 0 || n+1 >= len(rest) || rest[n+1] != '}' {
+		return nil, false
+	}
+	v = rest[:n]
+	for _, c := range v {
+		// Escapes and control characters need a decoder (a control
+		// character makes the JSON invalid, so the value empty);
+		// anything not ASCII too, as invalid UTF-8 would be replaced;
+		// extendedValue ends the entry at the first }, even in a value.
+		if c == '\\' || c < 0x20 || c >= 0x80 || c == '}' {
+			return nil, false
+		}
+	}
+	return v, true
+}
+
+// mayNameToken reports whether raw contains "TokenIssuer" or "KeyId",
+// which a record naming a token issuer or signing key must. It looks for
+// the rarest letter of each (K and k are ~3 and ~6 in a typical record,
+// against ~13 T), so it is cheaper than two bytes.Contains.
+func mayNameToken(raw []byte) bool {
+	return containsAround(raw, "KeyId", 0) || containsAround(raw, "TokenIssuer", 2)
+}
+
+// containsAround is bytes.Contains(s, needle), found by looking for
+// needle[at].
+func containsAround(s []byte, needle string, at int) bool {
+	c := needle[at]
+	for i := at; i < len(s); {
+		j := bytes.IndexByte(s[i:], c)
+		if j < 0 {
+			return false
+		}
+		start := i + j - at
+		if start+len(needle) <= len(s) && string(s[start:start+len(needle)]) == needle {
+			return true
+		}
+		i += j + 1
+	}
+	return false
 }
 
 // uaFamily reduces a user agent to its browser or tool and OS.

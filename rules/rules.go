@@ -24,6 +24,12 @@ var bundled embed.FS
 type Rule struct {
 	*sigma.Rule
 	Source string // "bundled/<file>" or a file path
+
+	// gate rules out, from the record's Operation alone, records the rule
+	// cannot match (every bundled rule names its operations), so they are
+	// not evaluated; gated is false for a rule it cannot judge.
+	gate  sigma.Gate
+	gated bool
 }
 
 // products are the logsource products custos's records can satisfy. A rule
@@ -40,7 +46,10 @@ func Parse(src []byte, source string) (*Rule, error) {
 	if p := strings.ToLower(r.LogSource.Product); !slices.Contains(products, p) {
 		return nil, fmt.Errorf("%s: rule %q is for product %q; custos evaluates m365 and azure rules", source, r.Title, r.LogSource.Product)
 	}
-	return &Rule{Rule: r, Source: source}, nil
+	out := &Rule{Rule: r, Source: source}
+	// Operation and eventName are the same field of a record (see Field).
+	out.gate, out.gated = r.Gate("Operation", "eventName")
+	return out, nil
 }
 
 // Bundled returns the rule pack shipped with custos.
@@ -94,10 +103,16 @@ func loadFS(fsys fs.FS, prefix string) ([]*Rule, error) {
 // Matching returns the rules of sets that r matches, in the order given.
 // The record is decoded at most once however many sets there are.
 func Matching(r *audit.Record, sets ...[]*Rule) []*Rule {
-	ev := Event(r)
+	var ev *recordEvent // made when a rule passes its gate
 	var out []*Rule
 	for _, rs := range sets {
 		for _, x := range rs {
+			if x.gated && !x.gate.Allows(r.Operation) {
+				continue
+			}
+			if ev == nil {
+				ev = Event(r)
+			}
 			if x.Match(ev) {
 				out = append(out, x)
 			}

@@ -13,13 +13,13 @@ type expr interface {
 }
 
 type (
-	ref     string // a search identifier
+	ref     struct{ s *search } // a search identifier, resolved when the condition is parsed
 	notExpr struct{ x expr }
 	andExpr []expr
 	orExpr  []expr
 )
 
-func (r ref) eval(d *detection, e Event) bool     { return d.searches[string(r)].match(e) }
+func (r ref) eval(d *detection, e Event) bool     { return r.s.match(e) }
 func (n notExpr) eval(d *detection, e Event) bool { return !n.x.eval(d, e) }
 
 func (a andExpr) eval(d *detection, e Event) bool {
@@ -200,7 +200,7 @@ func (p *condParser) primary() (expr, error) {
 		return nil, fmt.Errorf("no search identifier %q in the detection", t)
 	}
 	p.pos++
-	return ref(t), nil
+	return ref{p.d.searches[t]}, nil
 }
 
 // resolve expands "them" or a pattern like selection_* to the search
@@ -215,11 +215,39 @@ func (p *condParser) resolve(target string) ([]expr, error) {
 			ok, _ = path.Match(target, name)
 		}
 		if ok {
-			out = append(out, ref(name))
+			out = append(out, ref{p.d.searches[name]})
 		}
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%q matches no search identifier", target)
 	}
 	return out, nil
+}
+
+// gate returns lower-case values such that x can hold only for an event in
+// which one of fields is a string equal, lower-cased, to one of them; ok
+// is false when x may hold otherwise. It reasons soundly, not completely:
+// an and needs only one gated operand, an or needs all of them gated, and
+// a not is never gated.
+func gate(x expr, fields []string) (values []string, ok bool) {
+	switch x := x.(type) {
+	case ref:
+		return x.s.gate(fields)
+	case andExpr:
+		for _, y := range x {
+			if v, ok := gate(y, fields); ok {
+				return v, true
+			}
+		}
+	case orExpr:
+		for _, y := range x {
+			v, ok := gate(y, fields)
+			if !ok {
+				return nil, false
+			}
+			values = append(values, v...)
+		}
+		return values, len(x) > 0
+	}
+	return nil, false
 }

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -174,6 +175,11 @@ type matcher struct {
 	exists *bool  // the exists modifier: presence is all that is tested
 	ref    string // fieldref: the other field to compare with
 	tests  []valueTest
+	// equal holds the lower-cased values when the matcher is a plain
+	// case-insensitive comparison of a string field with them (no
+	// modifiers, no wildcards): it holds only when the field lower-cased
+	// equals one of them.
+	equal []string
 }
 
 // valueTest tests one event value.
@@ -276,7 +282,30 @@ func newMatcher(field string, mods []string, vals []*yaml.Node, line int) (*matc
 		}
 		m.tests = append(m.tests, t...)
 	}
+	if len(mods) == 0 && field != "" {
+		for _, v := range vals {
+			p := compilePattern(v.Value, false, false, false, false)
+			if v.Tag != "!!str" || p.kind != exact {
+				m.equal = nil
+				break
+			}
+			m.equal = append(m.equal, p.lit)
+		}
+	}
 	return m, nil
+}
+
+// gate is the condition gate (see gate) of a search: every alternative
+// needs a plain comparison of one of fields.
+func (s *search) gate(fields []string) (values []string, ok bool) {
+	for _, alt := range s.alternatives {
+		i := slices.IndexFunc(alt, func(m *matcher) bool { return m.equal != nil && slices.Contains(fields, m.field) })
+		if i < 0 {
+			return nil, false
+		}
+		values = append(values, alt[i].equal...)
+	}
+	return values, len(s.alternatives) > 0
 }
 
 // compileValue turns one rule value into tests, several when a modifier

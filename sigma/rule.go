@@ -130,6 +130,41 @@ func ParseRule(src []byte) (*Rule, error) {
 // Match reports whether e matches the rule's detection.
 func (r *Rule) Match(e Event) bool { return r.detection.cond.eval(r.detection, e) }
 
+// A Gate is a cheap test that rules out most events before a rule is
+// evaluated: a rule that only ever matches some operations need not be
+// evaluated for the others.
+type Gate struct {
+	values []string // lower case
+}
+
+// Gate tells, when the rule's condition allows it to, which values a field
+// must have for the rule to match. fields are names of one field (aliases
+// an Event gives the same value). When ok, the rule matches no event in
+// which that field is absent, or is a string s for which g.Allows(s) is
+// false; for any other kind of value, evaluate the rule.
+func (r *Rule) Gate(fields ...string) (g Gate, ok bool) {
+	v, ok := gate(r.detection.cond, fields)
+	if !ok {
+		return Gate{}, false
+	}
+	slices.Sort(v)
+	return Gate{values: slices.Compact(v)}, true
+}
+
+// Allows reports whether s, lower-cased as rules compare it, is one of the
+// gate's values.
+func (g Gate) Allows(s string) bool {
+	if isASCII(s) {
+		for _, v := range g.values {
+			if len(v) == len(s) && equalFoldASCII(s, v) {
+				return true
+			}
+		}
+		return false
+	}
+	return slices.Contains(g.values, strings.ToLower(s))
+}
+
 // Fields lists the event fields the rule reads, sorted, for callers that
 // map or check them.
 func (r *Rule) Fields() []string {

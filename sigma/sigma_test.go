@@ -2,6 +2,7 @@ package sigma
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -216,6 +217,85 @@ func FuzzPatternFolding(f *testing.F) {
 			if got, want := p.match(value), p.test(strings.ToLower(value)); got != want {
 				t.Fatalf("pattern %q %+v on %q: %v, lower-casing says %v", lit, shape, value, got, want)
 			}
+		}
+	})
+}
+
+func TestGate(t *testing.T) {
+	for _, tc := range []struct {
+		name, detection string
+		want            string // the gate's values, or "none"
+	}{
+		{"one value", "  sel:\n    Operation: New-InboxRule\n  condition: sel", "[new-inboxrule]"},
+		{"list and alias", "  a:\n    eventName: [Set-Mailbox, 'SET-mailbox', Add-MailboxPermission]\n  b:\n    Operation: X\n  condition: a or b", "[add-mailboxpermission set-mailbox x]"},
+		{"and takes a gated operand", "  a:\n    Workload: Exchange\n  b:\n    Operation: New-InboxRule\n  condition: a and b", "[new-inboxrule]"},
+		{"or with an ungated operand", "  a:\n    Workload: Exchange\n  b:\n    Operation: New-InboxRule\n  condition: a or b", "none"},
+		{"not", "  b:\n    Operation: New-InboxRule\n  condition: not b", "none"},
+		{"1 of", "  org_a:\n    Operation: A\n  org_b:\n    Operation: B\n    Parameters.X: 'True'\n  condition: 1 of org_*", "[a b]"},
+		{"all of", "  a:\n    Operation: A\n  b:\n    Workload: W\n  condition: all of them", "[a]"},
+		{"alternatives all gated", "  a:\n    - Operation: A\n    - Operation: B\n      Workload: W\n  condition: a", "[a b]"},
+		{"an alternative ungated", "  a:\n    - Operation: A\n    - Workload: W\n  condition: a", "none"},
+		{"keyword", "  a:\n    - New-InboxRule\n  condition: a", "none"},
+		{"wildcard", "  a:\n    Operation: New-*\n  condition: a", "none"},
+		{"modifier", "  a:\n    Operation|contains: Inbox\n  condition: a", "none"},
+		{"cased", "  a:\n    Operation|cased: New-InboxRule\n  condition: a", "none"},
+		{"number", "  a:\n    Operation: 42\n  condition: a", "none"},
+		{"null", "  a:\n    Operation: null\n  condition: a", "none"},
+		{"other field", "  a:\n    Workload: Exchange\n  condition: a", "none"},
+		{"list of conditions", "  a:\n    Operation: A\n  b:\n    Operation: B\n  condition:\n    - a\n    - b", "[a b]"},
+		{"escaped wildcard", "  a:\n    Operation: 'What\\?'\n  condition: a", "[what?]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g, ok := mustRule(t, tc.detection).Gate("Operation", "eventName")
+			got := "none"
+			if ok {
+				got = fmt.Sprint(g.values)
+			}
+			if got != tc.want {
+				t.Fatalf("gate %s, want %s", got, tc.want)
+			}
+		})
+	}
+	// On a rule that tests nothing else, the gate says what the rule does.
+	r := mustRule(t, "  a:\n    Operation: [Kelvin, 'İx', 'straße']\n  condition: a")
+	g, _ := r.Gate("Operation")
+	for s, want := range map[string]bool{
+		"kelvin": true, "KELVIN": true, "\u212Aelvin": true, "Kelvin ": false, "kelvi": false, "": false,
+		"İx": true, "ix": true, "iX": true, "STRAßE": true, "strasse": false,
+	} {
+		if g.Allows(s) != want || r.Match(jsonEvent{m: map[string]any{"Operation": s}}) != want {
+			t.Errorf("gate %v allows %q: %v, the rule matches it: %v, want %v", g.values, s, g.Allows(s),
+				r.Match(jsonEvent{m: map[string]any{"Operation": s}}), want)
+		}
+	}
+}
+
+// FuzzGate: a rule never matches an event whose operation its gate rules
+// out.
+func FuzzGate(f *testing.F) {
+	f.Add([]byte("title: x\ndetection:\n  a:\n    Operation: [New-InboxRule, Set-Mailbox]\n  b:\n    Workload: Exchange\n  condition: a and b"), "new-INBOXRULE")
+	f.Add([]byte("title: x\ndetection:\n  a:\n    Operation: \u212Aelvin\n  condition: a"), "kelvin")
+	f.Add([]byte("title: x\ndetection:\n  a:\n    - Operation: A\n    - Operation: B\n      Workload: Exchange\n  c:\n    Operation: 'C'\n  condition: 1 of them"), "b")
+	f.Add([]byte("title: x\ndetection:\n  a:\n    Operation: ''\n  condition: a"), "")
+	f.Fuzz(func(t *testing.T, src []byte, op string) {
+		r, err := ParseRule(src)
+		if err != nil {
+			return
+		}
+		g, ok := r.Gate("Operation", "eventName")
+		if !ok {
+			return
+		}
+		ev := event(t, sample)
+		ev.m["Operation"] = op
+		ev.m["eventName"] = op
+		if r.Match(ev) && !g.Allows(op) {
+			t.Fatalf("the rule matches operation %q, which its gate %v rules out", op, g.values)
+		}
+		delete(ev.m, "Operation")
+		delete(ev.m, "eventName")
+		if r.Match(ev) {
+			t.Fatalf("the rule with gate %v matches an event without an operation", g.values)
 		}
 	})
 }

@@ -72,3 +72,54 @@ func BenchmarkSeal(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(recs)), "ns/rec")
 }
+
+// BenchmarkFeedRead measures what a feed costs per record (ns/op is per
+// record): served from the in-memory tail of recent commits, and read back
+// from the write-ahead log (a feed that lags or restarted).
+//
+//	go test ./store -run '^$' -bench FeedRead -count 6
+func BenchmarkFeedRead(b *testing.B) {
+	recs := simRecords(b, 50_000, 2000)
+	opts := testOptions()
+	opts.FeedTailBytes = 1 << 30 // holds every frame here
+	db, err := Open(b.TempDir(), opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	f, err := db.Feed("bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := f.Position()
+	for i := 0; i < len(recs); i += 2000 {
+		if _, err := db.Append(ctx, recs[i:min(i+2000, len(recs))]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	read := func(b *testing.B) {
+		n := 0
+		for n < b.N {
+			after := start
+			for after < db.committed.Load() && n < b.N {
+				last, err := f.Read(ctx, after, func(_ uint64, rs []audit.Record) error {
+					n += len(rs)
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				after = last
+			}
+		}
+	}
+	b.Run("memory", func(b *testing.B) {
+		before := db.Stats().FeedLogFrames
+		read(b)
+		if db.Stats().FeedLogFrames != before {
+			b.Fatal("frames were read from the log")
+		}
+	})
+	db.tail.reset()
+	b.Run("log", read)
+}

@@ -9,14 +9,16 @@ import (
 	"regexp"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/custos-audit/custos/audit"
 	"github.com/custos-audit/custos/durable"
 )
 
 // A Feed delivers committed records to one named consumer (detection, say)
-// in commit order, straight from the write-ahead log, and holds back the
-// log's truncation until the consumer has acknowledged them. A consumer
+// in commit order, from memory while it keeps up with commits and from the
+// write-ahead log otherwise, and holds back the log's truncation until the
+// consumer has acknowledged them. A consumer
 // that restarts resumes after its last acknowledged frame, so it sees every
 // record at least once; one that keeps its own checkpoint with the frame
 // number sees every record exactly once.
@@ -42,10 +44,14 @@ func (e *FeedGapError) Error() string {
 
 // feeds is the persisted acknowledged position of every feed.
 type feeds struct {
-	mu   sync.Mutex
-	path string
-	pos  map[string]uint64
+	mu    sync.Mutex
+	path  string
+	pos   map[string]uint64
+	count atomic.Int32 // len(pos), read without the lock (which Ack holds across an fsync)
 }
+
+// any reports whether some feed exists.
+func (f *feeds) any() bool { return f.count.Load() > 0 }
 
 var feedName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,63}$`)
 
@@ -61,6 +67,7 @@ func loadFeeds(path string) (*feeds, error) {
 	if err := json.Unmarshal(b, &f.pos); err != nil {
 		return nil, fmt.Errorf("parse feeds %s: %w", path, err)
 	}
+	f.count.Store(int32(len(f.pos)))
 	return f, nil
 }
 
@@ -105,6 +112,7 @@ func (db *DB) Feed(name string) (*Feed, error) {
 			delete(db.feeds.pos, name)
 			return nil, fmt.Errorf("store: create feed %s: %w", name, err)
 		}
+		db.feeds.count.Store(int32(len(db.feeds.pos)))
 	}
 	return &Feed{db: db, name: name}, nil
 }
@@ -117,6 +125,10 @@ func (db *DB) DropFeed(name string) error {
 		return nil
 	}
 	delete(db.feeds.pos, name)
+	db.feeds.count.Store(int32(len(db.feeds.pos)))
+	if len(db.feeds.pos) == 0 {
+		db.tail.reset()
+	}
 	return db.feeds.saveLocked()
 }
 
@@ -151,7 +163,12 @@ func (f *Feed) Ack(seq uint64) error {
 // Read calls fn with every committed frame after the frame numbered after,
 // in order, waiting until at least one exists or ctx ends. It returns the
 // number of the last frame it delivered (after, if none). Each call of fn
-// gets freshly decoded records, which it may keep.
+// gets a slice of its own, which it may keep; the records' strings, raw
+// bytes and message ids are shared with the store and must not be changed.
+//
+// Frames still in the store's in-memory tail of recent commits are served
+// from it, the rest from the write-ahead log; both give the same records,
+// and frame numbers mean the same either way.
 //
 // If frames after `after` were already truncated, Read returns a
 // *FeedGapError naming them; reading on from its To delivers what follows.
@@ -176,20 +193,32 @@ func (f *Feed) Read(ctx context.Context, after uint64, fn func(seq uint64, recs 
 		return after, &FeedGapError{Feed: f.name, From: after + 1, To: first - 1, Truncated: true}
 	}
 	last := after
-	err := db.wal.Replay(after+1, func(seq uint64, payload []byte) error {
-		recs, err := decodeRecords(payload)
-		if err != nil {
-			return fmt.Errorf("frame %d: %w", seq, err)
+	var err error
+	if frames, ok := db.tail.from(after); ok {
+		for _, fr := range frames {
+			db.tail.served.Add(1)
+			if err = fn(fr.seq, feedRecords(fr.recs)); err != nil {
+				break
+			}
+			last = fr.seq
+			if err = ctx.Err(); err != nil {
+				break
+			}
 		}
-		if err := fn(seq, recs); err != nil {
-			return err
-		}
-		last = seq
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		return nil
-	})
+	} else {
+		err = db.wal.Replay(after+1, func(seq uint64, payload []byte) error {
+			recs, err := decodeRecords(payload)
+			if err != nil {
+				return fmt.Errorf("frame %d: %w", seq, err)
+			}
+			db.tail.replayed.Add(1)
+			if err := fn(seq, recs); err != nil {
+				return err
+			}
+			last = seq
+			return ctx.Err()
+		})
+	}
 	if err != nil && !errors.Is(err, ctx.Err()) {
 		err = fmt.Errorf("store: read feed %s: %w", f.name, err)
 	}

@@ -18,12 +18,13 @@ var (
 	descDedupParts  = prometheus.NewDesc("custos_dedup_partitions", "Tenant-days loaded in the dedup index.", nil, nil)
 	descQueued      = prometheus.NewDesc("custos_write_queue_bytes", "Raw bytes accepted and waiting for the group commit.", nil, nil)
 	descSealFails   = prometheus.NewDesc("custos_seal_failures_total", "Seals that failed and will be retried.", nil, nil)
+	descFeedFrames  = prometheus.NewDesc("custos_feed_frames_total", "Committed frames delivered to feeds (detection), by where they were read: the in-memory tail of recent commits or the write-ahead log.", []string{"from"}, nil)
 	descReady       = prometheus.NewDesc("custos_store_ready", "1 when the store accepts writes, 0 when it refuses them (failure or no disk headroom).", nil, nil)
 )
 
 func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descHeadRecords, descHeadBytes, descSealedParts, descSealedRecs, descSealedBytes,
-		descWALBytes, descDedupIDs, descDedupParts, descQueued, descSealFails, descReady} {
+		descWALBytes, descDedupIDs, descDedupParts, descQueued, descSealFails, descFeedFrames, descReady} {
 		ch <- d
 	}
 }
@@ -41,6 +42,8 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 	g(descDedupParts, float64(s.DedupPartitions))
 	g(descQueued, float64(s.QueuedBytes))
 	ch <- prometheus.MustNewConstMetric(descSealFails, prometheus.CounterValue, float64(s.SealFailures))
+	ch <- prometheus.MustNewConstMetric(descFeedFrames, prometheus.CounterValue, float64(s.FeedTailFrames), "memory")
+	ch <- prometheus.MustNewConstMetric(descFeedFrames, prometheus.CounterValue, float64(s.FeedLogFrames), "log")
 	ready := 1.0
 	if c.db.Ready() != nil {
 		ready = 0

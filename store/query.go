@@ -428,6 +428,8 @@ type Stats struct {
 	Committed       uint64
 	SealedThrough   uint64
 	SealFailures    int64
+	FeedTailFrames  uint64 // frames feeds were given from the in-memory tail of recent commits
+	FeedLogFrames   uint64 // ... and read back from the write-ahead log
 }
 
 // Stats returns a snapshot of the store's size.
@@ -450,6 +452,7 @@ func (db *DB) Stats() Stats {
 	s.Committed = db.committed.Load()
 	s.SealedThrough = v.cat.SealedThrough
 	s.SealFailures = db.sealErrs.Load()
+	s.FeedTailFrames, s.FeedLogFrames = db.tail.served.Load(), db.tail.replayed.Load()
 	return s
 }
 

@@ -75,6 +75,7 @@ type Options struct {
 	MinFreeBytes  int64         // Append says ErrNoSpace below this much free disk (default 1 GiB)
 	WALSegment    int64         // WAL segment size (default: the wal package's)
 	MaxFeedBytes  int64         // write-ahead log a lagging Feed may hold back from truncation (default 8 GiB)
+	FeedTailBytes int64         // newest committed records kept in memory for feeds to read (default 64 MiB; negative: none)
 	Tick          time.Duration // how often the seal loop looks for work (default 1s)
 	Logger        *slog.Logger
 }
@@ -113,6 +114,9 @@ func (o *Options) setDefaults() {
 	if o.MaxFeedBytes <= 0 {
 		o.MaxFeedBytes = 8 << 30
 	}
+	if o.FeedTailBytes == 0 {
+		o.FeedTailBytes = 64 << 20
+	}
 	if o.Tick <= 0 {
 		o.Tick = time.Second
 	}
@@ -146,6 +150,7 @@ type DB struct {
 	feeds     *feeds
 	notifyMu  sync.Mutex
 	notify    chan struct{} // closed and replaced at every commit, for feeds
+	tail      feedTail      // the newest committed frames, for feeds
 
 	heads     headRegistry
 	headMu    sync.Mutex   // held to add to the active generation and to replace it
@@ -180,6 +185,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		minRun: 50_000,
 	}
 	db.diskOK.Store(true)
+	db.tail.max = opts.FeedTailBytes
 	for _, d := range []string{dir, db.path("blocks"), db.path("tmp")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("store: %w", err)
@@ -456,6 +462,9 @@ func (db *DB) commit(group []*appendReq, buf []byte) []byte {
 	if err == nil && len(batch) > 0 {
 		// In the head before the answer, so a client reads its own writes.
 		db.addToHead(seq, batch)
+		if db.feeds.any() {
+			db.tail.push(seq, batch)
+		}
 		db.committed.Store(seq)
 		db.signalCommit()
 	}
