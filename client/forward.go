@@ -31,7 +31,7 @@ func (c *Client) SendSequenced(ctx context.Context, b SequencedBatch) (IngestRes
 	if err != nil {
 		return IngestResult{}, err
 	}
-	path := "/api/v1/tenants/" + url.PathEscape(b.Tenant) + "/records"
+	path := tenantPath(b.Tenant, "/records")
 	req, err := c.newRequest(ctx, http.MethodPost, path, bytes.NewReader(body))
 	if err != nil {
 		return IngestResult{}, err
@@ -63,7 +63,7 @@ func (c *Client) SendSequenced(ctx context.Context, b SequencedBatch) (IngestRes
 // /api/v1/tenants/{tenant}/sources/{source}/heartbeat, once.
 func (c *Client) Heartbeat(ctx context.Context, tenant, source string, body any) error {
 	return c.do(ctx, http.MethodPost,
-		"/api/v1/tenants/"+url.PathEscape(tenant)+"/sources/"+url.PathEscape(source)+"/heartbeat", body, nil)
+		tenantPath(tenant, "/sources/"+url.PathEscape(source)+"/heartbeat"), body, nil)
 }
 
 // Retryable tells whether the same request may succeed later: the server's
